@@ -1,0 +1,91 @@
+"""Value types shared by every layer: validated input events and exported KPI snapshots.
+
+Plain dataclasses with no Kafka or Faust imports, so the domain logic, the oracle in the tests
+and the exporters all speak the same language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Sender = Literal["buyer", "agent", "bot", "system"]
+ChatKind = Literal["message", "transfer", "close"]
+
+SENDERS: frozenset[str] = frozenset({"buyer", "agent", "bot", "system"})
+CHAT_KINDS: frozenset[str] = frozenset({"message", "transfer", "close"})
+
+QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
+WINDOWS: tuple[str, ...] = ("5m", "1h", "today")
+LEVELS: tuple[str, ...] = ("warning", "critical", "slow")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEvent:
+    """One validated `kefu.chat` event (SPEC §2). `ts` is epoch milliseconds (UTC)."""
+
+    message_id: str
+    shop_id: str
+    buyer_id: str
+    sender: Sender
+    agent_id: str | None
+    ts: int
+    event: ChatKind = "message"
+    text: str | None = None
+
+    @property
+    def conversation_key(self) -> str:
+        """The Kafka key producers use, and the key of per-conversation state."""
+        return f"{self.shop_id}:{self.buyer_id}"
+
+
+@dataclass(slots=True)
+class WindowKpis:
+    """Response KPIs of one agent in one window (`5m`, `1h`, `today`).
+
+    Ratios and means are None when their denominator is zero: "no data" must not look like 0 %.
+    """
+
+    rounds: int = 0
+    rt_mean: float | None = None
+    rt_quantiles: dict[float, float] = field(default_factory=dict)
+    first_rounds: int = 0
+    frt_mean: float | None = None
+    frt_quantiles: dict[float, float] = field(default_factory=dict)
+    within: dict[str, int] = field(default_factory=dict)  # level -> rounds answered within line
+    received: int = 0
+    replied: int = 0
+    agent_messages: int = 0
+    buyer_messages: int = 0
+
+    def within_ratio(self, level: str) -> float | None:
+        return self.within.get(level, 0) / self.rounds if self.rounds else None
+
+    @property
+    def reply_rate(self) -> float | None:
+        return self.replied / self.received if self.received else None
+
+    @property
+    def qa_ratio(self) -> float | None:
+        return self.agent_messages / self.buyer_messages if self.buyer_messages else None
+
+
+@dataclass(slots=True)
+class AgentSnapshot:
+    """Everything exported for one (shop, agent). `agent == ""` is the shop's unassigned queue."""
+
+    shop: str
+    agent: str
+    team: str
+    windows: dict[str, WindowKpis] = field(default_factory=dict)
+    waiting: int = 0
+    oldest_wait_since_ms: int | None = None
+    rounds_total: int = 0
+    within_total: dict[str, int] = field(default_factory=dict)
+    histogram: dict[float, int] = field(default_factory=dict)  # cumulative, le -> count
+    response_seconds_sum: float = 0.0
+
+    def oldest_wait_seconds(self, now_ms: int) -> float:
+        if self.oldest_wait_since_ms is None:
+            return 0.0
+        return max(0.0, (now_ms - self.oldest_wait_since_ms) / 1000.0)
