@@ -7,13 +7,16 @@ and the exporters all speak the same language.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 Sender = Literal["buyer", "agent", "bot", "system"]
 ChatKind = Literal["message", "transfer", "close"]
+OrderStatus = Literal["created", "paid", "refunded", "cancelled"]
 
 SENDERS: frozenset[str] = frozenset({"buyer", "agent", "bot", "system"})
 CHAT_KINDS: frozenset[str] = frozenset({"message", "transfer", "close"})
+ORDER_STATUSES: frozenset[str] = frozenset({"created", "paid", "refunded", "cancelled"})
 
 QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
 WINDOWS: tuple[str, ...] = ("5m", "1h", "today")
@@ -89,3 +92,38 @@ class AgentSnapshot:
         if self.oldest_wait_since_ms is None:
             return 0.0
         return max(0.0, (now_ms - self.oldest_wait_since_ms) / 1000.0)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    """One validated `kefu.orders` lifecycle event (SPEC §2).
+
+    `amount` is a Decimal so sales add up to the cent; for `refunded` it is the refunded amount.
+    """
+
+    order_id: str
+    shop_id: str
+    buyer_id: str
+    status: OrderStatus
+    amount: Decimal
+    ts: int
+
+    @property
+    def conversation_key(self) -> str:
+        """Same key as the buyer's chat, so orders meet their conversation on one partition."""
+        return f"{self.shop_id}:{self.buyer_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RatingEvent:
+    """One validated `kefu.ratings` event (SPEC §2): a buyer's 1–5 score for an agent."""
+
+    shop_id: str
+    buyer_id: str
+    agent_id: str
+    score: int
+    ts: int
+
+    @property
+    def conversation_key(self) -> str:
+        return f"{self.shop_id}:{self.buyer_id}"

@@ -1,0 +1,206 @@
+"""`kefu-pulse`: demo, worker, simulate, replay.
+
+Business rules come from one TOML file (`--config` or KEFU_CONFIG); deployment from KEFU_*
+environment variables (see the README). Errors in either stop the command with one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from streams.config import ConfigError, Settings, load_config
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run one worker until SIGINT/SIGTERM. Several workers with the same KEFU_APP_ID share load."""
+    import faust
+
+    from streams.broker import ensure_topics
+    from streams.pipeline.app import build_app
+    from streams.pipeline.runtime import Names
+
+    settings = _settings()
+    config = load_config(args.config)
+    names = Names.for_settings(settings)
+    inputs = {
+        settings.topic_chat: settings.partitions,
+        settings.topic_orders: settings.partitions,
+        settings.topic_ratings: settings.partitions,
+        settings.topic_deadletter: settings.partitions,
+    }
+    counts = ensure_topics(settings.bootstrap, inputs, settings=settings)
+    partitions = counts[settings.topic_chat]
+    # Internal topics follow the chat topic so partition p of each lives on the same worker.
+    ensure_topics(settings.bootstrap, {names.rekey: partitions, names.facts: partitions},
+                  settings=settings)
+    app, _ = build_app(settings, config, partitions)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streams.simulate import run_simulate
+
+    settings = _settings()
+    run_simulate(settings, rate=args.rate, seed=args.seed, duration=args.duration)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streams.simulate import run_replay
+
+    settings = _settings()
+    n = run_replay(settings, Path(args.file), rate=args.rate)
+    print(f"replayed {n} events from {args.file}", file=sys.stderr)
+    return 0
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Embedded broker + one worker + the simulator, until Ctrl-C; prints the URLs."""
+    from streams.broker import EmbeddedBroker
+    from streams.simulate import Simulator
+
+    workdir = Path(tempfile.mkdtemp(prefix="kefu-demo-"))
+    say = lambda msg: print(f"[kefu-pulse demo] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    sim = Simulator(seed=args.seed)
+    config_path = Path(args.config) if args.config else workdir / "kefu.toml"
+    if not args.config:
+        config_path.write_text(
+            '[defaults]\nprofile = "taobao"\n\n[filters]\n'
+            'ad_patterns = ["加微信", "(?i)https?://", "QQ号"]\n\n'
+            + sim.shops_toml() + "\n" + sim.roster_toml(),
+            encoding="utf-8",
+        )
+    say("starting the embedded Kafka-compatible broker (Tansu) …")
+    broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
+    say(f"broker ready at {broker.bootstrap}")
+    env = {
+        **os.environ,
+        "KEFU_BROKER": broker.url,
+        "KEFU_WEB_PORT": str(args.port),
+        "KEFU_DATA_DIR": str(workdir / "data"),
+        "KEFU_PARTITIONS": str(args.partitions),
+        "KEFU_CONFIG": str(config_path),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        say(f"starting the worker (log: {workdir / 'worker.log'}) …")
+        wlog = open(workdir / "worker.log", "wb")  # noqa: SIM115
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=wlog, stderr=wlog
+        )
+        procs.append(worker)
+        base = f"http://127.0.0.1:{args.port}"
+        if not _wait_http(f"{base}/readyz", 120, worker):
+            say(f"worker did not become ready; see {workdir / 'worker.log'}")
+            return 1
+        say("worker ready; starting the simulator …")
+        slog = open(workdir / "simulator.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "simulate", "--rate", str(args.rate),
+                 "--seed", str(args.seed)],
+                env=env, stdout=slog, stderr=slog,
+            )
+        )
+        print(
+            "\n  kefu-pulse is running.\n"
+            f"    metrics    {base}/metrics\n"
+            f"    agents     {base}/api/v1/agents\n"
+            f"    health     {base}/healthz   {base}/readyz\n"
+            f"    logs       {workdir}\n"
+            "  Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        say("a component exited; shutting down")
+        return 1
+    except KeyboardInterrupt:
+        say("stopping …")
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        broker.stop()
+        say("stopped")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kefu-pulse", description=__doc__)
+    p.add_argument("--config", default=None, help="business rules TOML (default: $KEFU_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="embedded broker + worker + simulator; prints the URLs")
+    d.add_argument("--port", type=int, default=int(os.environ.get("KEFU_WEB_PORT", "6066")))
+    d.add_argument("--rate", type=float, default=40.0, help="simulated events per second")
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--partitions", type=int, default=4)
+    d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("worker", help="run a worker (KEFU_BROKER, KEFU_WEB_PORT, …)")
+    w.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("simulate", help="produce a realistic live customer-service day")
+    s.add_argument("--rate", type=float, default=40.0, help="approximate events per second")
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    s.set_defaults(func=cmd_simulate)
+
+    r = sub.add_parser("replay", help="produce JSONL events into the topics (backfill)")
+    r.add_argument("file")
+    r.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    r.set_defaults(func=cmd_replay)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.config is None:
+        args.config = os.environ.get("KEFU_CONFIG") or None
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"kefu-pulse: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""One buyer's conversation with a shop: sessions, rounds, assignment, ad status (SPEC §3).
+
+`Core` is the state machine: it walks events in event-time order and emits facts. `Conversation`
+wraps it for the real world, where events arrive twice (at-least-once delivery) and a little out
+of order: it drops repeated message ids, keeps the events of the last `reorder_window` in a tail
+above a finalized `base`, and when an event lands inside the tail it replays the tail in `ts`
+order and emits the difference (deletes of facts that no longer hold, puts of new ones). So
+in-order and reordered arrival give the same facts, and the aggregates stay idempotent.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+from streams.domain.facts import (
+    AD_BUYER,
+    AGENT_MSG,
+    BUYER_MSG,
+    DEL,
+    FIRST,
+    PENDING,
+    PUT,
+    ROUND,
+    UNANSWERED,
+    Fact,
+    stable_hash,
+)
+from streams.domain.model import ChatEvent
+from streams.domain.rules import Filters, ShopRules
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+LATE = "late"
+
+SortKey = tuple[int, str]
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What a conversation needs to know about its shop, resolved once per batch."""
+
+    shop: str
+    buyer: str
+    rules: ShopRules
+    filters: Filters
+    buyer_hash: int = 0
+    conv_hash: int = 0
+
+    def __post_init__(self) -> None:
+        self.buyer_hash = stable_hash(self.shop, self.buyer)
+        self.conv_hash = self.buyer_hash  # one conversation per (shop, buyer)
+
+
+@dataclass(slots=True)
+class Core:
+    """The conversation state after a prefix of its events, in event-time order."""
+
+    session_open: bool = False
+    last_ts: int = -1
+    agent: str | None = None
+    assigned_at: int = 0
+    p_start: int = -1  # start of the pending round; -1 = none pending
+    p_msg: str = ""
+    p_first: bool = False
+    p_counted: bool = False  # in service hours and not an ad buyer at the round start
+    rounds_in_session: int = 0
+    ad_from: int = -1
+    ad_until: int = -1
+
+    def copy(self) -> Core:
+        return Core(
+            self.session_open, self.last_ts, self.agent, self.assigned_at, self.p_start,
+            self.p_msg, self.p_first, self.p_counted, self.rounds_in_session, self.ad_from,
+            self.ad_until,
+        )
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.session_open, self.last_ts, self.agent, self.assigned_at, self.p_start,
+            self.p_msg, self.p_first, self.p_counted, self.rounds_in_session, self.ad_from,
+            self.ad_until,
+        ]
+
+    @staticmethod
+    def from_list(v: list[Any]) -> Core:
+        return Core(*v)
+
+    # -- the state machine -------------------------------------------------------------------
+
+    def is_ad(self, ts: int) -> bool:
+        return self.ad_from <= ts < self.ad_until
+
+    def apply(self, ev: ChatEvent, ctx: Ctx, out: list[Fact]) -> None:
+        """Advance by one event (in `ts` order), appending the facts it makes to `out`."""
+        ts = ev.ts
+        shop = ctx.shop
+        rules = ctx.rules
+        if ev.sender == "buyer" and not self.is_ad(ts) and ctx.filters.is_ad(ctx.buyer, ev.text):
+            day = rules.day_start_ms(ts)
+            self.ad_from = ts
+            self.ad_until = rules.day_start_ms(day + 26 * 3_600_000)  # next local midnight
+            fid = stable_hash("ad", shop, ctx.buyer, str(day))
+            out.append(Fact(PUT, AD_BUYER, shop, "", fid, ts))
+        ad = self.is_ad(ts)
+        kind = ev.event
+        if kind == "close":
+            self._end_round(ts, ctx, out)
+            self.session_open = False
+            self.agent = None
+        elif kind == "transfer":
+            if ev.agent_id != self.agent:
+                self._reassign(ev.agent_id, ts, ctx, out)
+        elif ev.sender == "buyer":
+            idle = self.last_ts >= 0 and ts - self.last_ts > rules.session_idle_ms
+            if not self.session_open or idle:
+                self._end_round(ts, ctx, out)
+                self.session_open = True
+                self.rounds_in_session = 0
+            if ev.agent_id != self.agent:
+                self._reassign(ev.agent_id, ts, ctx, out)
+            if ev.agent_id is not None and not ad:
+                fid = stable_hash(shop, ev.message_id)
+                out.append(Fact(PUT, BUYER_MSG, shop, ev.agent_id, fid, ts))
+            if self.p_start < 0:
+                self.p_start = ts
+                self.p_msg = ev.message_id
+                self.p_first = self.rounds_in_session == 0
+                self.p_counted = not ad and rules.in_service(ts)
+                self.rounds_in_session += 1
+        elif ev.sender == "agent" and ev.agent_id is not None:
+            if not ad:
+                fid = stable_hash(shop, ev.message_id)
+                out.append(Fact(PUT, AGENT_MSG, shop, ev.agent_id, fid, ts))
+            if self.p_start >= 0:
+                if self.p_counted:
+                    since = self.p_start
+                    if ev.agent_id == self.agent:
+                        since = max(since, self.assigned_at)
+                    fid = stable_hash("round", shop, ctx.buyer, self.p_msg)
+                    kind_ = FIRST if self.p_first else ROUND
+                    rt = max(0, ts - since)
+                    out.append(Fact(PUT, kind_, shop, ev.agent_id, fid, ts, rt, ctx.buyer_hash))
+                self._end_round(ts, ctx, out)
+        # bot and system messages never end a round; they only keep the session alive
+        self.last_ts = ts
+
+    def _end_period(self, end_ts: int, ctx: Ctx, out: list[Fact]) -> None:
+        """The current agent stops owning the pending round: did it wait too long on them?"""
+        if self.p_start < 0 or not self.p_counted or self.agent is None:
+            return
+        since = max(self.p_start, self.assigned_at)
+        crossed = since + ctx.rules.unanswered_after_ms
+        if end_ts > crossed:
+            fid = stable_hash("unans", ctx.shop, ctx.buyer, self.p_msg, self.agent)
+            out.append(Fact(PUT, UNANSWERED, ctx.shop, self.agent, fid, crossed, 0, ctx.buyer_hash))
+
+    def _end_round(self, end_ts: int, ctx: Ctx, out: list[Fact]) -> None:
+        self._end_period(end_ts, ctx, out)
+        self.p_start = -1
+        self.p_msg = ""
+
+    def _reassign(self, agent: str | None, ts: int, ctx: Ctx, out: list[Fact]) -> None:
+        self._end_period(ts, ctx, out)
+        self.agent = agent
+        self.assigned_at = ts
+
+    def pending_fact(self, ctx: Ctx) -> Fact | None:
+        """The 'waiting now' record this state implies, if a counted round is pending."""
+        if self.p_start < 0 or not self.p_counted or not self.session_open:
+            return None
+        agent = self.agent or ""
+        since = max(self.p_start, self.assigned_at) if self.agent else self.p_start
+        return Fact(PUT, PENDING, ctx.shop, agent, ctx.conv_hash, self.p_start, since, self.last_ts)
+
+
+class Conversation:
+    """De-duplication and reordering around `Core`; the unit stored per conversation key."""
+
+    __slots__ = ("base", "buyer", "head", "max_ts", "pending", "seen", "shop", "tail")
+
+    def __init__(self, shop: str, buyer: str) -> None:
+        self.shop = shop
+        self.buyer = buyer
+        self.base = Core()
+        self.head = self.base
+        self.tail: list[tuple[SortKey, ChatEvent, list[Fact]]] = []
+        self.max_ts = -1
+        self.seen: set[str] = set()
+        self.pending: Fact | None = None  # the pending record last emitted
+
+    def process(self, ev: ChatEvent, ctx: Ctx, out: list[Fact]) -> str:
+        """Apply one arriving event; append the fact changes to `out`; return its outcome."""
+        if ev.message_id in self.seen:
+            return DUPLICATE
+        self.seen.add(ev.message_id)
+        window = ctx.rules.reorder_window_ms
+        outcome = LATE if self.max_ts >= 0 and ev.ts < self.max_ts - window else ACCEPTED
+        key = (ev.ts, ev.message_id)
+        tail = self.tail
+        if not tail:
+            self.head = self.base.copy()
+            made: list[Fact] = []
+            self.head.apply(ev, ctx, made)
+            tail.append((key, ev, made))
+            out.extend(made)
+        elif key > tail[-1][0]:
+            made = []
+            self.head.apply(ev, ctx, made)
+            tail.append((key, ev, made))
+            out.extend(made)
+        else:
+            self._replay_with(key, ev, ctx, out)
+        if ev.ts > self.max_ts:
+            self.max_ts = ev.ts
+        self._finalize(ctx)
+        return outcome
+
+    def _replay_with(self, key: SortKey, ev: ChatEvent, ctx: Ctx, out: list[Fact]) -> None:
+        old: dict[tuple[str, int], Fact] = {}
+        for _, _, before in self.tail:
+            for f in before:
+                old[(f.agent, f.fid)] = f
+        keys = [k for k, _, _ in self.tail]
+        self.tail.insert(bisect.bisect(keys, key), (key, ev, []))
+        head = self.base.copy()
+        new: dict[tuple[str, int], Fact] = {}
+        rebuilt: list[tuple[SortKey, ChatEvent, list[Fact]]] = []
+        for k, e, _ in self.tail:
+            made: list[Fact] = []
+            head.apply(e, ctx, made)
+            rebuilt.append((k, e, made))
+            for f in made:
+                new[(f.agent, f.fid)] = f
+        self.tail = rebuilt
+        self.head = head
+        for ident, f in old.items():
+            if new.get(ident) != f:
+                out.append(f._replace(op=DEL))
+        for ident, f in new.items():
+            if old.get(ident) != f:
+                out.append(f)
+
+    def _finalize(self, ctx: Ctx) -> None:
+        """Fold tail events older than the reorder window into `base`: they can no longer move."""
+        horizon = self.max_ts - ctx.rules.reorder_window_ms
+        tail = self.tail
+        n = 0
+        while n < len(tail) and tail[n][0][0] < horizon:
+            n += 1
+        if n == 0:
+            return
+        if n == len(tail):
+            self.base = self.head  # head is copied before it is next mutated
+            self.tail = []
+            return
+        base = self.base.copy()
+        scratch: list[Fact] = []
+        for _, e, _ in tail[:n]:
+            base.apply(e, ctx, scratch)
+        self.base = base
+        del tail[:n]
+
+    def pending_changes(self, ctx: Ctx, out: list[Fact]) -> None:
+        """Emit the change of the 'waiting now' record since the last call (once per batch)."""
+        want = self.head.pending_fact(ctx)
+        have = self.pending
+        if want == have:
+            return
+        if have is not None and (want is None or want.agent != have.agent):
+            out.append(have._replace(op=DEL))
+        if want is not None:
+            out.append(want)
+        self.pending = want
+
+    @property
+    def last_ts(self) -> int:
+        return self.head.last_ts
+
+    # -- persistence (changelog) -------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.pending
+        return {
+            "k": [self.shop, self.buyer],
+            "b": self.base.to_list(),
+            "t": [_event_to_list(e) for _, e, _ in self.tail],
+            "m": self.max_ts,
+            "s": sorted(self.seen),
+            "p": None if p is None else [p.agent, p.ts, p.a, p.b],
+        }
+
+    @staticmethod
+    def identity(d: dict[str, Any]) -> tuple[str, str]:
+        """(shop, buyer) of a stored conversation: keys alone are ambiguous if ids hold ':'."""
+        return str(d["k"][0]), str(d["k"][1])
+
+    @staticmethod
+    def from_dict(d: dict[str, Any], ctx: Ctx) -> Conversation:
+        c = Conversation(ctx.shop, ctx.buyer)
+        c.base = Core.from_list(d["b"])
+        c.max_ts = int(d["m"])
+        c.seen = set(d["s"])
+        head = c.base.copy()
+        for row in d["t"]:
+            e = _event_from_list(row)
+            made: list[Fact] = []
+            head.apply(e, ctx, made)
+            c.tail.append(((e.ts, e.message_id), e, made))
+        c.head = head if c.tail else c.base
+        p = d.get("p")
+        if p is not None:
+            c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])
+        return c
+
+
+def _event_to_list(e: ChatEvent) -> list[Any]:
+    return [e.message_id, e.shop_id, e.buyer_id, e.sender, e.agent_id, e.ts, e.event, e.text]
+
+
+def _event_from_list(v: list[Any]) -> ChatEvent:
+    return ChatEvent(v[0], v[1], v[2], v[3], v[4], int(v[5]), v[6], v[7])

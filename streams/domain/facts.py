@@ -1,0 +1,66 @@
+"""Facts: what a conversation tells the per-agent aggregates.
+
+Conversations are partitioned by buyer, aggregates by agent, so facts cross a repartition topic.
+Kafka delivers them at least once and reordering corrections retract earlier ones, so every fact
+is an idempotent *upsert* or *delete* of a record with a stable id: applying a fact twice, or a
+put then its delete then the put again (a replay), always ends in the same state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+# Fact kinds
+ROUND = "r"  # an answered round: ts = reply ts, a = response ms, b = buyer hash
+FIRST = "f"  # an answered first round of a session (also a round)
+UNANSWERED = "u"  # a buyer crossed `unanswered_after` while assigned: ts = crossing, b = buyer
+AGENT_MSG = "m"  # a human message from the agent (Q/A numerator): ts
+BUYER_MSG = "b"  # a buyer message assigned to the agent (Q/A denominator): ts
+PENDING = "p"  # a round waiting now: fid = conversation, ts = round start, a = assigned, b = last
+AD_BUYER = "x"  # a buyer became an ad buyer (shop level, agent ""): ts
+
+PUT = 1
+DEL = 0
+
+ROUND_KINDS = frozenset({ROUND, FIRST})
+
+
+class Fact(NamedTuple):
+    """One idempotent record operation, routed to the (shop, agent) aggregate."""
+
+    op: int  # PUT or DEL
+    kind: str
+    shop: str
+    agent: str  # "" = the shop's unassigned queue / shop-level records
+    fid: int  # stable 64-bit id of the record within (shop, agent, kind)
+    ts: int  # epoch ms that places the record in a minute bucket
+    a: int = 0
+    b: int = 0
+
+    def deleted(self) -> Fact:
+        return self._replace(op=DEL)
+
+    def to_wire(self) -> list[object]:
+        return [self.op, self.kind, self.fid, self.ts, self.a, self.b]
+
+    @staticmethod
+    def from_wire(shop: str, agent: str, row: list[object]) -> Fact:
+        op, kind, fid, ts, a, b = row
+        return Fact(int(op), str(kind), shop, agent, int(fid), int(ts), int(a), int(b))  # type: ignore[call-overload]
+
+
+def stable_hash(*parts: str) -> int:
+    """A 63-bit id that is the same in every process (Python's `hash` is salted per process)."""
+    h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") >> 1
+
+
+def agent_key(shop: str, agent: str) -> str:
+    """Kafka key of the per-agent aggregate: facts and aggregate state share its partition."""
+    return f"{shop}\x1f{agent}"
+
+
+def split_agent_key(key: str) -> tuple[str, str]:
+    shop, _, agent = key.partition("\x1f")
+    return shop, agent

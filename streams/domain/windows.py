@@ -1,0 +1,49 @@
+"""Window arithmetic and exact statistics shared by the aggregates and the tests.
+
+Windows (SPEC §3): `5m` and `1h` are the current UTC minute plus the preceding 4 or 59 whole
+minutes; `today` starts at local midnight in the shop's time zone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from streams.domain.rules import MINUTE_MS, ShopRules
+
+HISTOGRAM_BUCKETS: tuple[float, ...] = (1, 5, 10, 20, 30, 40, 60, 120, 180, 300, 600, math.inf)
+
+
+def window_starts(now_ms: int, rules: ShopRules) -> dict[str, int]:
+    """First epoch ms of each window at `now_ms`."""
+    minute_start = (now_ms // MINUTE_MS) * MINUTE_MS
+    return {
+        "5m": minute_start - 4 * MINUTE_MS,
+        "1h": minute_start - 59 * MINUTE_MS,
+        "today": rules.day_start_ms(now_ms),
+    }
+
+
+def retention_start(now_ms: int, rules: ShopRules) -> int:
+    """Oldest ms any window still needs: the earlier of today's start and the 1h window."""
+    starts = window_starts(now_ms, rules)
+    return min(starts.values())
+
+
+def nearest_rank(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile of already sorted values: v[ceil(q·n) − 1].
+
+    The rank is computed in integers (q in thousandths) so 0.9 × 10 is 9, not 9.000000000000002.
+    """
+    n = len(sorted_values)
+    milli = round(q * 1000)
+    rank = max(1, -(-milli * n // 1000))
+    return sorted_values[min(rank, n) - 1]
+
+
+def histogram_index(seconds: float) -> int:
+    """Index of the first histogram bucket whose upper bound holds `seconds`."""
+    for i, le in enumerate(HISTOGRAM_BUCKETS):
+        if seconds <= le:
+            return i
+    return len(HISTOGRAM_BUCKETS) - 1

@@ -1,0 +1,176 @@
+"""The Faust wiring: topics, tables, two batch agents, a refresh timer and the HTTP pages.
+
+Thin on purpose: every decision lives in `Runtime` and the domain. Faust provides consumer
+groups, partition assignment, offset commits and changelog recovery of the two tables.
+
+Topics (all with the chat topic's partition count, so one worker owns partition *p* of each):
+  kefu.chat + <app>-chat-rekey  →  agent `kefu-conversations` (state: table `conversations`)
+  <app>-facts (keyed by shop+agent) →  agent `kefu-aggregates` (state: table `aggregates`)
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+
+from streams.config import Config, Settings
+from streams.export import api, prometheus
+from streams.pipeline import codecs
+from streams.pipeline.runtime import Headers, Record, Runtime
+
+log = logging.getLogger(__name__)
+
+
+class ProducerSink:
+    """`Sink` over Faust's producer: raw bytes, explicit partition, an awaitable per send."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]:
+        fut: Awaitable[Any] = await self.app.producer.send(
+            topic, key, value, partition, None, headers
+        )
+        return fut
+
+
+def _record(event: EventT[Any]) -> Record:
+    msg = event.message
+    return Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+
+
+class JsonTable(faust.Table):  # type: ignore[misc]
+    """A table with str keys and orjson values in its changelog.
+
+    Faust picks table codecs from key_type/value_type (a schema is ignored), so choose here.
+    """
+
+    def _serializer_from_type(self, typ: Any) -> str:
+        return "kefu-str" if typ is str else "kefu-json"
+
+
+def _table(app: faust.App, name: str, partitions: int) -> JsonTable:
+    table = JsonTable(app, name=name, partitions=partitions, key_type=str, beacon=app.tables.beacon)
+    app.tables.add(table)
+    return table
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """TLS/SASL for Faust from the KEFU_* settings (None for plaintext)."""
+    proto = settings.security_protocol.upper()
+    context = None
+    if proto in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    if proto.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    return context
+
+
+def build_app(settings: Settings, config: Config, partitions: int) -> tuple[faust.App, Runtime]:
+    """Create the Faust app for a worker; `partitions` is the chat topic's partition count."""
+    codecs.register()
+    rt = Runtime(settings, config, partitions)
+    names = rt.names
+    app = faust.App(
+        settings.app_id,
+        broker=list(settings.brokers),
+        broker_credentials=broker_credentials(settings),
+        store="memory://",
+        datadir=str(settings.data_dir),
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=partitions,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        broker_rebalance_timeout=max(settings.session_timeout_s * 2, 10.0),
+        table_standby_replicas=settings.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=1,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 4),
+    )
+    sink = ProducerSink(app)
+
+    chat = app.topic(names.chat, names.rekey, key_serializer="raw", value_serializer="raw")
+    facts = app.topic(names.facts, key_serializer="raw", value_serializer="raw")
+    conversations = _table(app, "conversations", partitions)
+    aggregates = _table(app, "aggregates", partitions)
+    rt.use_table(conversations.data)
+    batch_max, within = settings.batch_max, settings.batch_within_s
+
+    @app.agent(chat, name="kefu-conversations")
+    async def conversation_agent(stream: Any) -> None:
+        async for events in stream.take_events(batch_max, within):
+            await rt.on_chat_batch([_record(e) for e in events], sink)
+
+    @app.agent(facts, name="kefu-aggregates")
+    async def aggregate_agent(stream: Any) -> None:
+        async for events in stream.take_events(batch_max, within):
+            await rt.on_facts_batch([_record(e) for e in events], sink)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        rt.on_assigned({tp.partition for tp in assigned if tp.topic == names.chat})
+
+    @aggregates.on_recover
+    async def on_recover() -> None:
+        n = rt.load_aggregates(aggregates.data)
+        rt.health.ready = True
+        log.info("recovered %d aggregate records for partitions %s", n, sorted(rt.owned))
+
+    @app.timer(0.5)  # type: ignore[untyped-decorator]
+    async def refresh() -> None:
+        consumer = app.consumer
+        backlog: dict[int, int] = {}
+        for part in rt.owned:
+            tp = TP(names.chat, part)
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                continue
+            last = rt.last_offsets.get((names.chat, part))
+            if high is not None:
+                backlog[part] = max(0, int(high) - (last + 1 if last is not None else 0))
+        rt.health.backlog = backlog
+        await rt.tick(sink)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(prometheus.render(rt), content_type=prometheus.CONTENT_TYPE)
+
+    @app.page("/api/v1/agents")
+    async def agents_page(web: Any, request: Any) -> Any:
+        return web.bytes(api.agents_json(rt), content_type="application/json")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ok = rt.health.ready
+        return web.json({"ready": ok, "partitions": sorted(rt.owned)}, status=200 if ok else 503)
+
+    del conversation_agent, aggregate_agent, on_assigned, on_recover, refresh
+    del metrics_page, agents_page, healthz, readyz
+    return app, rt

@@ -1,0 +1,311 @@
+"""The worker's batch handlers, between Faust (below) and the domain (above).
+
+One path per event: decode → validate → conversation state → facts → per-agent aggregates →
+snapshots that the exporters read. Everything here works on plain `Record`s and a `Sink` that
+sends bytes, so it knows nothing of Faust streams.
+
+Crash safety (at-least-once in, exactly-once effect): per chat batch the facts are made durable
+*before* the conversation state that remembers having produced them, and the batch is acked
+only after both. A crash can therefore repeat facts (the aggregates ignore repeats by id) but
+never lose them; repeated chat events are dropped by message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from streams.config import Config, Settings
+from streams.domain.aggregates import SEP, Aggregates
+from streams.domain.conversation import Conversation
+from streams.domain.engine import ConversationStage
+from streams.domain.facts import Fact, agent_key, split_agent_key
+from streams.domain.model import AgentSnapshot, ChatEvent
+from streams.domain.rules import MINUTE_MS, Lines
+from streams.events import Rejected, dead_letter_headers, decode_chat
+from streams.pipeline.clock import Clock
+from streams.pipeline.partitioning import partition_of
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class Record:
+    """One consumed Kafka message, as much of it as the handlers need."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Sink(Protocol):
+    """Sends one message; the returned awaitable resolves once the broker has it."""
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Topic names: the public input topics and the worker's internal ones."""
+
+    chat: str
+    rekey: str
+    facts: str
+    deadletter: str
+    conv_changelog: str
+    agg_changelog: str
+
+    @staticmethod
+    def for_settings(settings: Settings) -> Names:
+        app = settings.app_id
+        return Names(
+            chat=settings.topic_chat,
+            rekey=f"{app}-chat-rekey",
+            facts=f"{app}-facts",
+            deadletter=settings.topic_deadletter,
+            conv_changelog=f"{app}-conversations-changelog",
+            agg_changelog=f"{app}-aggregates-changelog",
+        )
+
+
+@dataclass
+class Health:
+    """What /healthz, /readyz and the freshness gauges report."""
+
+    started_at: float = field(default_factory=time.time)
+    ready: bool = False
+    last_batch_at: float = 0.0
+    backlog: dict[int, int] = field(default_factory=dict)  # chat partition -> unread messages
+
+
+class ConversationTable(MutableMapping[str, Conversation]):
+    """Conversations kept in the Faust table's store, decoded lazily after recovery.
+
+    Reads and writes touch only the local store; the changelog is written by the runtime,
+    eagerly serialized, so what reaches Kafka is exactly the state at the end of the batch.
+    """
+
+    def __init__(self, store: MutableMapping[str, Any], stage: ConversationStage) -> None:
+        self.store = store
+        self.stage = stage
+
+    def __getitem__(self, key: str) -> Conversation:
+        value = self.store[key]
+        if isinstance(value, Conversation):
+            return value
+        if value is None:
+            raise KeyError(key)
+        shop, buyer = Conversation.identity(value)
+        conv = Conversation.from_dict(value, self.stage.ctx(shop, buyer))
+        self.store[key] = conv
+        return conv
+
+    def __setitem__(self, key: str, value: Conversation) -> None:
+        self.store[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.store[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.store)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+class Runtime:
+    """State and batch handlers of one worker."""
+
+    def __init__(self, settings: Settings, config: Config, partitions: int) -> None:
+        self.settings = settings
+        self.config = config
+        self.partitions = partitions
+        self.names = Names.for_settings(settings)
+        self.clock = Clock(settings.clock)
+        self.stage1 = ConversationStage(config.rules, config.filters)
+        self.aggs = Aggregates(config.rules, self._lines_for, config.team_of)
+        self.snapshots: dict[tuple[str, str], AgentSnapshot] = {}
+        self.ad_buyers: dict[str, dict[str, int]] = {}
+        self.events_total: Counter[tuple[str, str]] = Counter()
+        self.rejected_reasons: Counter[tuple[str, str]] = Counter()
+        self.owned: set[int] = set()  # partitions this worker owns (same numbers on every topic)
+        self.health = Health()
+        self.last_offsets: dict[tuple[str, int], int] = {}
+        self._snapshot_minute = -1
+        self.snapshot_at_ms = 0
+
+    def _lines_for(self, shop: str, agent: str) -> Lines:
+        return self.config.lines(shop, self.config.team_of(agent))
+
+    def use_table(self, store: MutableMapping[str, Any]) -> None:
+        """Keep conversations in the Faust table's local store (recovered by Faust)."""
+        self.stage1.conversations = ConversationTable(store, self.stage1)  # type: ignore[assignment]
+
+    # -- stage 1: chat events → facts ------------------------------------------------------------
+
+    async def on_chat_batch(self, records: Sequence[Record], sink: Sink) -> None:
+        names = self.names
+        good: list[ChatEvent] = []
+        early: list[Awaitable[Any]] = []
+        counts = self.events_total
+        max_bytes = self.settings.max_event_bytes
+        for rec in records:
+            self.last_offsets[(rec.topic, rec.partition)] = rec.offset
+            raw = rec.value or b""
+            try:
+                ev = decode_chat(raw, max_bytes)
+            except Rejected as exc:
+                counts[(names.chat, "rejected")] += 1
+                self.rejected_reasons[(names.chat, exc.reason.split(":")[0])] += 1
+                headers = dead_letter_headers(exc.reason, rec.topic, rec.partition, rec.offset)
+                early.append(await sink.send(names.deadletter, rec.key, raw, None, headers))
+                continue
+            key = ev.conversation_key.encode()
+            if rec.key != key and rec.topic != names.rekey:
+                # Keyed otherwise: send it where its conversation lives; processed from there.
+                part = partition_of(key, self.partitions)
+                early.append(await sink.send(names.rekey, key, raw, part))
+                counts[(names.chat, "rekeyed")] += 1
+                continue
+            good.append(ev)
+        facts, touched = self.stage1.process_batch(good)
+        for ev in good:
+            self.clock.observe(ev.ts)
+        outcomes = self.stage1.outcomes
+        for outcome, n in outcomes.items():
+            if n:
+                counts[(names.chat, outcome)] += n
+                outcomes[outcome] = 0
+        early.extend(await self._send_facts(facts, sink))
+        if early:
+            await asyncio.gather(*early)
+        # Facts are durable: now the state that says they were produced.
+        late: list[Awaitable[Any]] = []
+        convs = self.stage1.conversations
+        for ckey in touched:
+            value = orjson.dumps(convs[ckey].to_dict())
+            kb = ckey.encode()
+            late.append(
+                await sink.send(names.conv_changelog, kb, value, partition_of(kb, self.partitions))
+            )
+        if late:
+            await asyncio.gather(*late)
+        self.health.last_batch_at = time.time()
+
+    async def _send_facts(self, facts: Iterable[Fact], sink: Sink) -> list[Awaitable[Any]]:
+        grouped: dict[tuple[str, str], list[list[object]]] = {}
+        for f in facts:
+            grouped.setdefault((f.shop, f.agent), []).append(f.to_wire())
+        futures: list[Awaitable[Any]] = []
+        for (shop, agent), rows in grouped.items():
+            kb = agent_key(shop, agent).encode()
+            part = partition_of(kb, self.partitions)
+            futures.append(await sink.send(self.names.facts, kb, orjson.dumps(rows), part))
+        return futures
+
+    # -- stage 2: facts → per-agent aggregates ---------------------------------------------------
+
+    async def on_facts_batch(self, records: Sequence[Record], sink: Sink) -> None:
+        facts: list[Fact] = []
+        for rec in records:
+            if rec.key is None or rec.value is None:
+                continue
+            shop, agent = split_agent_key(rec.key.decode())
+            try:
+                rows = orjson.loads(rec.value)
+                facts.extend(Fact.from_wire(shop, agent, row) for row in rows)
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                log.warning("skipping malformed facts message at %s/%s", rec.partition, rec.offset)
+        self.aggs.apply(facts)
+        await self._persist_aggregates(sink)
+
+    async def _persist_aggregates(self, sink: Sink, extra: Iterable[str] = ()) -> None:
+        dirty = self.aggs.take_dirty()
+        for key in extra:
+            dirty[key] = None
+        futures: list[Awaitable[Any]] = []
+        for key, value in dirty.items():
+            kb = key.encode()
+            akey = key.rpartition(SEP)[0].encode()
+            vb = None if value is None else orjson.dumps(value)
+            part = partition_of(akey, self.partitions)
+            futures.append(await sink.send(self.names.agg_changelog, kb, vb, part))
+        if futures:
+            await asyncio.gather(*futures)
+
+    # -- rebalance and recovery ------------------------------------------------------------------
+
+    def owns_agent(self, shop: str, agent: str) -> bool:
+        return partition_of(agent_key(shop, agent).encode(), self.partitions) in self.owned
+
+    def on_assigned(self, partitions: set[int]) -> None:
+        self.owned = set(partitions)
+        self.aggs.drop(self.owns_agent)
+        for ident in [i for i in self.snapshots if not self.owns_agent(*i)]:
+            del self.snapshots[ident]
+        store = self.stage1.conversations
+        parts = self.partitions
+        for key in [k for k in store if partition_of(k.encode(), parts) not in self.owned]:
+            del store[key]
+
+    def load_aggregates(self, store: MutableMapping[str, Any]) -> int:
+        """Move recovered aggregate records of owned partitions from the table into memory."""
+        n = 0
+        for key, value in list(store.items()):
+            akey = key.rpartition(SEP)[0]
+            if partition_of(akey.encode(), self.partitions) in self.owned:
+                self.aggs.load(key, value)
+                n += 1
+        store.clear()  # the domain objects are the live copy; the changelog is the durable one
+        return n
+
+    # -- periodic: expiry and snapshots ----------------------------------------------------------
+
+    async def tick(self, sink: Sink) -> None:
+        """Refresh the snapshots the exporters read; expire old buckets."""
+        now = self.clock.now_ms()
+        if now <= 0:
+            return
+        minute = now // MINUTE_MS
+        if minute != self._snapshot_minute:
+            # Windows slide every minute: every agent's numbers change, not only the busy ones.
+            self._snapshot_minute = minute
+            gone = self.aggs.expire(now)
+            self.aggs.dirty_agents.update(self.aggs.agents)
+            await self._persist_aggregates(sink, gone)
+        self.refresh_snapshots(now)
+
+    def refresh_snapshots(self, now: int) -> None:
+        dirty = self.aggs.dirty_agents
+        # Waiting buyers age every second: agents with someone waiting are always refreshed.
+        for ident, snap in self.snapshots.items():
+            if snap.waiting:
+                dirty.add(ident)
+        for shop, agent in list(dirty):
+            fresh = self.aggs.snapshot(shop, agent, now)
+            if fresh is None:
+                self.snapshots.pop((shop, agent), None)
+            else:
+                self.snapshots[(shop, agent)] = fresh
+        dirty.clear()
+        shops = {shop for shop, _ in self.aggs.agents}
+        self.ad_buyers = {shop: self.aggs.ad_buyers(shop, now) for shop in shops}
+        self.snapshot_at_ms = now
