@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
-.PHONY: venv demo test test-deps lint clean distclean
+.PHONY: venv demo test test-deps test-deps-prometheus test-deps-browser lint clean distclean
 
 venv: $(STAMP)
 
@@ -23,10 +23,54 @@ demo: venv
 	$(BIN)/kefu-pulse demo
 
 # ---- test-deps: system packages the tests need beyond the virtualenv ----------------------
-# Later work adds the apt installs here (prometheus/promtool, alertmanager/amtool, chromium
-# for the wall-board screenshot test), each guarded so an installed tool is not re-installed.
-test-deps:
-	@:
+# Each part is guarded so an installed tool is not re-installed.
+test-deps: test-deps-prometheus test-deps-browser
+
+# prometheus + promtool, prometheus-alertmanager + amtool (deploy/ rule and routing tests).
+# Debian's packages (bookworm: prometheus 2.42, alertmanager 0.25); about 30 MB to download,
+# ~20 s to install. Their maintainer scripts would start both daemons (9090/9093): a temporary
+# policy-rc.d (only if none exists) stops that, with or without systemd; the tests run their own.
+test-deps-prometheus:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	    && command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null; then \
+	  exit 0; \
+	fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "test-deps-prometheus: no apt-get here; install prometheus (promtool) and" \
+	       "alertmanager (amtool) yourself, or the deploy tests are skipped" >&2; \
+	  exit 0; \
+	fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	set -e; \
+	policy=/usr/sbin/policy-rc.d; made_policy=; \
+	if [ ! -e $$policy ]; then \
+	  printf '#!/bin/sh\n# kefu-pulse make test-deps: do not start services\nexit 101\n' \
+	    | $$SUDO tee $$policy >/dev/null; \
+	  $$SUDO chmod 755 $$policy; made_policy=1; \
+	fi; \
+	trap '[ -z "$$made_policy" ] || $$SUDO rm -f '$$policy EXIT; \
+	echo "test-deps-prometheus: apt-get install prometheus prometheus-alertmanager"; \
+	$$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install \
+	  -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	promtool --version 2>&1 | head -1; amtool --version 2>&1 | head -1
+
+# chromium + CJK fonts + playwright (wall-board end-to-end test). Playwright drives Debian's
+# chromium (executable_path=/usr/bin/chromium): it cannot download a browser build of its own.
+test-deps-browser: venv
+	@missing=; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
+	if [ -n "$$missing" ]; then \
+	  set -e; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "test-deps-browser: apt-get install$$missing"; \
+	  $$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install \
+	    -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@$(BIN)/python -c 'import playwright' 2>/dev/null || \
+	  $(BIN)/pip install --quiet --disable-pip-version-check playwright
 
 lint: venv
 	$(BIN)/ruff check streams tests

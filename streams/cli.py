@@ -56,7 +56,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from streams.simulate import run_simulate
 
     settings = _settings()
-    run_simulate(settings, rate=args.rate, seed=args.seed, duration=args.duration)
+    run_simulate(settings, rate=args.rate, seed=args.seed, duration=args.duration,
+                 agents_per_shop=args.agents_per_shop)
     return 0
 
 
@@ -84,14 +85,17 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
     return False
 
 
+def say(msg: str) -> None:
+    print(f"[kefu-pulse demo] {msg}", file=sys.stderr, flush=True)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded broker + one worker + the simulator, until Ctrl-C; prints the URLs."""
     from streams.broker import EmbeddedBroker
     from streams.simulate import Simulator
 
     workdir = Path(tempfile.mkdtemp(prefix="kefu-demo-"))
-    say = lambda msg: print(f"[kefu-pulse demo] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    sim = Simulator(seed=args.seed)
+    sim = Simulator(seed=args.seed, agents_per_shop=args.agents_per_shop)
     config_path = Path(args.config) if args.config else workdir / "kefu.toml"
     if not args.config:
         config_path.write_text(
@@ -128,7 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "simulate", "--rate", str(args.rate),
-                 "--seed", str(args.seed)],
+                 "--seed", str(args.seed), "--agents-per-shop", str(args.agents_per_shop)],
                 env=env, stdout=slog, stderr=slog,
             )
         )
@@ -168,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="embedded broker + worker + simulator; prints the URLs")
     d.add_argument("--port", type=int, default=int(os.environ.get("KEFU_WEB_PORT", "6066")))
-    d.add_argument("--rate", type=float, default=40.0, help="simulated events per second")
+    d.add_argument("--rate", type=float, default=6.0, help="simulated events per second")
+    d.add_argument("--agents-per-shop", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--partitions", type=int, default=4)
     d.set_defaults(func=cmd_demo)
@@ -180,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=40.0, help="approximate events per second")
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    s.add_argument("--agents-per-shop", type=int, default=6,
+                   help="agents per shop (keep ~2–3 new buyers a minute per agent)")
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("replay", help="produce JSONL events into the topics (backfill)")

@@ -803,6 +803,7 @@ def run_simulate(
     speedup: float = 1.0,
     progress: bool = True,
     warmup: float = 300.0,
+    agents_per_shop: int = 6,
 ) -> int:
     """Produce live traffic paced on the wall clock until `duration` (wall seconds) or Ctrl-C.
 
@@ -823,7 +824,9 @@ def run_simulate(
         bpm = rate * 60.0 / _events_per_buyer_minute(seed) / speedup
     now_ms = time.time_ns() // 1_000_000
     start_ms = now_ms - int(warmup * 1000)
-    sim = Simulator(seed=seed, start_ms=start_ms, buyers_per_minute=bpm)
+    sim = Simulator(
+        seed=seed, start_ms=start_ms, buyers_per_minute=bpm, agents_per_shop=agents_per_shop
+    )
     topics = _topics(settings)
     producer = _producer(settings)
     errors = _Errors()

@@ -78,20 +78,27 @@ class Bucket:
 
 @dataclass(slots=True)
 class Totals:
-    """Monotone counters for SLO burn rates: they only ever grow, even under corrections."""
+    """Counters for SLO burn rates: exact, and monotone so `rate()` never sees a fake reset.
+
+    A round is counted once its reply is older than the reorder window: until then a late
+    event may still retract or change it, and a counter must never go down.
+    """
 
     rounds: int = 0
     within: list[int] = field(default_factory=lambda: [0, 0, 0])
     hist: list[int] = field(default_factory=lambda: [0] * len(HISTOGRAM_BUCKETS))
     sum_ms: int = 0
+    uncounted: dict[int, tuple[int, int]] = field(default_factory=dict)  # fid -> (ts, ms)
 
     def to_json(self) -> list[Any]:
-        return [self.rounds, self.within, self.hist, self.sum_ms]
+        pending = [[k, ts, ms] for k, (ts, ms) in self.uncounted.items()]
+        return [self.rounds, self.within, self.hist, self.sum_ms, pending]
 
     @staticmethod
     def from_json(v: list[Any]) -> Totals:
         hist = list(v[2]) + [0] * (len(HISTOGRAM_BUCKETS) - len(v[2]))
-        return Totals(int(v[0]), list(v[1]), hist, int(v[3]))
+        pending = {int(r[0]): (int(r[1]), int(r[2])) for r in (v[4] if len(v) > 4 else ())}
+        return Totals(int(v[0]), list(v[1]), hist, int(v[3]), pending)
 
 
 class AgentState:
@@ -119,6 +126,7 @@ class Aggregates:
         self.dirty_agents: set[tuple[str, str]] = set()
         self._floor: dict[str, int] = {}  # shop -> first minute still kept
         self.late_facts = 0
+        self.now_ms = 0  # advanced by `advance`; rounds older than now − reorder are counted
 
     # -- applying facts ------------------------------------------------------------------------
 
@@ -156,11 +164,19 @@ class Aggregates:
         self._dirty.add(f"{akey}{SEP}{minute}")
         kind = f.kind
         if kind in ROUND_KINDS:
+            uncounted = st.totals.uncounted
             if f.op == DEL:
                 bucket.rounds.pop(f.fid, None)
+                if uncounted.pop(f.fid, None) is not None:
+                    self._dirty.add(akey + SEP + "t")
                 return
-            if f.fid not in bucket.rounds:
-                self._count(st, f.shop, f.agent, f.a)
+            if f.fid not in bucket.rounds or f.fid in uncounted:
+                if f.ts <= self.now_ms - self.rules_for(f.shop).reorder_window_ms:
+                    uncounted.pop(f.fid, None)
+                    self._count(st, f.shop, f.agent, f.a)
+                else:
+                    uncounted[f.fid] = (f.ts, f.a)
+                    self._dirty.add(akey + SEP + "t")
             bucket.rounds[f.fid] = (f.a, f.b, kind == FIRST)
         elif kind == UNANSWERED:
             if f.op == DEL:
@@ -185,6 +201,23 @@ class Aggregates:
                 t.within[i] += 1
         t.hist[histogram_index(seconds)] += 1
         self._dirty.add(agent_key(shop, agent) + SEP + "t")
+
+    def advance(self, now_ms: int) -> None:
+        """Move *now* forward and count the rounds that can no longer be corrected."""
+        if now_ms <= self.now_ms:
+            return
+        self.now_ms = now_ms
+        for (shop, agent), st in self.agents.items():
+            uncounted = st.totals.uncounted
+            if not uncounted:
+                continue
+            horizon = now_ms - self.rules_for(shop).reorder_window_ms
+            ready = [fid for fid, (ts, _) in uncounted.items() if ts <= horizon]
+            for fid in ready:
+                _, ms = uncounted.pop(fid)
+                self._count(st, shop, agent, ms)
+            if ready:
+                self.dirty_agents.add((shop, agent))
 
     # -- persistence -----------------------------------------------------------------------------
 

@@ -97,7 +97,11 @@ class Core:
         ts = ev.ts
         shop = ctx.shop
         rules = ctx.rules
-        if ev.sender == "buyer" and not self.is_ad(ts) and ctx.filters.is_ad(ctx.buyer, ev.text):
+        filters = ctx.filters
+        if not self.is_ad(ts) and (
+            ctx.buyer in filters.block_list
+            or (ev.sender == "buyer" and filters.is_ad(ctx.buyer, ev.text))
+        ):
             day = rules.day_start_ms(ts)
             self.ad_from = ts
             self.ad_until = rules.day_start_ms(day + 26 * 3_600_000)  # next local midnight
@@ -110,8 +114,9 @@ class Core:
             self.session_open = False
             self.agent = None
         elif kind == "transfer":
-            if ev.agent_id != self.agent:
-                self._reassign(ev.agent_id, ts, ctx, out)
+            # A transfer restarts the clock even back to the same agent (SPEC: "assigned or
+            # transferred to the replying agent").
+            self._reassign(ev.agent_id, ts, ctx, out)
         elif ev.sender == "buyer":
             idle = self.last_ts >= 0 and ts - self.last_ts > rules.session_idle_ms
             if not self.session_open or idle:

@@ -93,6 +93,7 @@ class Engine:
         return facts
 
     def snapshots(self, now_ms: int) -> dict[tuple[str, str], AgentSnapshot]:
+        self.stage2.advance(now_ms)
         self.stage2.expire(now_ms)
         return self.stage2.snapshots(now_ms)
 

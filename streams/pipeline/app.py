@@ -19,7 +19,7 @@ import faust
 from faust.types import TP, EventT
 
 from streams.config import Config, Settings
-from streams.export import api, prometheus
+from streams.export import web
 from streams.pipeline import codecs
 from streams.pipeline.runtime import Headers, Record, Runtime
 
@@ -51,7 +51,7 @@ def _record(event: EventT[Any]) -> Record:
     return Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
 
 
-class JsonTable(faust.Table):  # type: ignore[misc]
+class JsonTable(faust.Table[str, Any]):
     """A table with str keys and orjson values in its changelog.
 
     Faust picks table codecs from key_type/value_type (a schema is ignored), so choose here.
@@ -154,23 +154,7 @@ def build_app(settings: Settings, config: Config, partitions: int) -> tuple[faus
         rt.health.backlog = backlog
         await rt.tick(sink)
 
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(prometheus.render(rt), content_type=prometheus.CONTENT_TYPE)
-
-    @app.page("/api/v1/agents")
-    async def agents_page(web: Any, request: Any) -> Any:
-        return web.bytes(api.agents_json(rt), content_type="application/json")
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        ok = rt.health.ready
-        return web.json({"ready": ok, "partitions": sorted(rt.owned)}, status=200 if ok else 503)
+    web.register(app, rt)
 
     del conversation_agent, aggregate_agent, on_assigned, on_recover, refresh
-    del metrics_page, agents_page, healthz, readyz
     return app, rt

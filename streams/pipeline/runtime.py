@@ -284,6 +284,7 @@ class Runtime:
         now = self.clock.now_ms()
         if now <= 0:
             return
+        self.aggs.advance(now)
         minute = now // MINUTE_MS
         if minute != self._snapshot_minute:
             # Windows slide every minute: every agent's numbers change, not only the busy ones.

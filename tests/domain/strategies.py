@@ -27,8 +27,6 @@ TEAMS = {"a1": "pre-sales", "a2": "after-sales", "a3": "pre-sales"}
 TIMEZONES = ("Asia/Shanghai", "UTC")
 SERVICE_HOURS: tuple[tuple[tuple[int, int], ...], ...] = (
     (),
-    (),
-    (),
     ((9 * 60, 23 * 60),),
     ((23 * 60, 9 * 60),),  # over midnight
     ((0, 60), (8 * 60, 16 * 60)),  # around UTC midnight / 08:00 Shanghai
@@ -37,6 +35,11 @@ SERVICE_HOURS: tuple[tuple[tuple[int, int], ...], ...] = (
 # 01:00 and 08:00 (= UTC midnight), so windows, "today" and service hours get crossed.
 ANCHORS = ((12, 0), (23, 57), (8, 58), (22, 58), (0, 58), (7, 58), (15, 59))
 DAY = datetime(2024, 3, 15, tzinfo=zone("Asia/Shanghai"))
+
+
+def chance(draw: st.DrawFn, one_in: int) -> bool:
+    """True about once in `one_in` draws (False is the simple value hypothesis shrinks to)."""
+    return draw(st.sampled_from((False,) * (one_in - 1) + (True,)))
 
 
 def team_of(agent: str) -> str:
@@ -81,7 +84,7 @@ def describe(events: Sequence[ChatEvent], base: int | None = None) -> str:
     return "\n".join(lines)
 
 
-_GAP_KINDS = ("tie", "short", "short", "short", "mid", "mid", "mid", "long", "idle", "huge")
+_GAP_KINDS = ("tie",) + ("short",) * 6 + ("mid",) * 5 + ("long",) * 2 + ("idle",) * 2 + ("huge",)
 
 
 @st.composite
@@ -92,7 +95,7 @@ def gaps(draw: st.DrawFn) -> int:
     if kind == "short":
         return draw(st.integers(1, 3 * SECOND))
     if kind == "mid":
-        return draw(st.integers(3 * SECOND, 20 * SECOND))
+        return draw(st.integers(3 * SECOND, 12 * SECOND))
     if kind == "long":
         return draw(st.integers(20 * SECOND, 45 * SECOND))
     if kind == "idle":
@@ -101,6 +104,9 @@ def gaps(draw: st.DrawFn) -> int:
 
 
 _ACTIONS = (
+    "exchange",
+    "exchange",
+    "exchange",
     "buyer",
     "buyer",
     "buyer",
@@ -119,8 +125,9 @@ _AD_TEXTS = ("加微信 a1b2", "see https://spam.example")
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, max_steps: int = 30) -> Scenario:
+def scenarios(draw: st.DrawFn, max_steps: int = 40) -> Scenario:
     shops = ["s1", "s2"][: draw(st.integers(1, 2))]
+    hours = SERVICE_HOURS if chance(draw, 3) else ((),)
     rules = {
         shop: ShopRules(
             timezone=draw(st.sampled_from(TIMEZONES)),
@@ -128,13 +135,13 @@ def scenarios(draw: st.DrawFn, max_steps: int = 30) -> Scenario:
             session_idle_ms=60 * SECOND,
             unanswered_after_ms=30 * SECOND,
             reorder_window_ms=2 * SECOND,
-            service_hours=draw(st.sampled_from(SERVICE_HOURS)),
+            service_hours=draw(st.sampled_from(hours)),
         )
         for shop in shops
     }
     agents = [f"a{i}" for i in range(1, draw(st.integers(1, 4)) + 1)]
     buyers = [f"b{i}" for i in range(1, draw(st.integers(1, 6)) + 1)]
-    blocked = frozenset({"b5"}) if draw(st.booleans()) else frozenset()
+    blocked = frozenset({"b2"}) if chance(draw, 3) else frozenset()
     filters = Filters(ad_patterns=AD_PATTERNS, block_list=blocked)
 
     hour, minute = draw(st.sampled_from(ANCHORS))
@@ -150,7 +157,7 @@ def scenarios(draw: st.DrawFn, max_steps: int = 30) -> Scenario:
     def emit(conv: tuple[str, str], sender: str, agent: str | None, kind: str = "message") -> None:
         text = None
         if sender == "buyer":
-            ad = draw(st.integers(0, 19)) == 0
+            ad = chance(draw, 40)
             text = draw(st.sampled_from(_AD_TEXTS if ad else _TEXTS))
         raw.append((conv[0], conv[1], sender, agent, t, kind, text))
 
@@ -162,9 +169,11 @@ def scenarios(draw: st.DrawFn, max_steps: int = 30) -> Scenario:
             assigned[conv] = draw(st.sampled_from(agents))
         return assigned[conv]
 
+    conv = convs[0]
     for _ in range(draw(st.integers(1, max_steps))):
         t += draw(gaps())
-        conv = draw(st.sampled_from(convs))
+        if chance(draw, 3):  # mostly go on with the same conversation
+            conv = draw(st.sampled_from(convs))
         action = draw(st.sampled_from(_ACTIONS))
         if action == "buyer":
             emit(conv, "buyer", buyer_agent(conv))
@@ -173,9 +182,13 @@ def scenarios(draw: st.DrawFn, max_steps: int = 30) -> Scenario:
                 if i:
                     t += draw(st.integers(0, 4 * SECOND))
                 emit(conv, "buyer", buyer_agent(conv))
+        elif action == "exchange":  # a question and, a little later, its answer
+            emit(conv, "buyer", buyer_agent(conv))
+            t += draw(st.integers(0, 12 * SECOND))
+            emit(conv, "agent", assigned[conv] or draw(st.sampled_from(agents)))
         elif action == "reply":
             current = assigned[conv]
-            if current is None or draw(st.integers(0, 5)) == 0:
+            if current is None or chance(draw, 6):
                 current = draw(st.sampled_from(agents))
             emit(conv, "agent", current)
         elif action == "bot":

@@ -1,0 +1,423 @@
+"""The support-room wall-board (SPEC §6): `/wallboard`, its assets and a live SSE feed.
+
+- `/wallboard` — the page (zh-CN by default, `?lang=en`; `?shop=…&team=…` filter, repeatable).
+- `/wallboard/static/<file>` — its CSS and JS, served by the worker itself (no CDN, works offline).
+- `/wallboard/events` — `text/event-stream`: one compact JSON board state on connect and then
+  about once a second, filtered like the page.
+
+The board state is built only from the runtime's snapshots: it picks fields, adds up exact
+counts for the header (waiting buyers, rounds, within-line rounds, received/replied buyers) and
+sorts agents worst-first. No buyer ids or message text exist in a snapshot, so none can leak.
+
+If `KEFU_WALLBOARD_TOKEN` is set, the page and the feed need `?token=` (which also sets a cookie,
+so a TV can drop the token from its URL after the first load) or that cookie; otherwise 401.
+The static assets carry no data and stay open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import faust
+import orjson
+from aiohttp import web as aioweb
+
+from streams.domain.model import AgentSnapshot, WindowKpis
+from streams.domain.rules import Lines
+from streams.export.prometheus import State
+
+__all__ = [
+    "COOKIE",
+    "STALE_AFTER_S",
+    "TOKEN_ENV",
+    "BoardFilter",
+    "board_state",
+    "register",
+    "token_ok",
+]
+
+TOKEN_ENV = "KEFU_WALLBOARD_TOKEN"
+COOKIE = "kefu_wallboard_token"
+STATIC_DIR = Path(__file__).with_name("static")
+ASSETS: dict[str, str] = {"wallboard.css": "text/css", "wallboard.js": "text/javascript"}
+PUSH_INTERVAL_S = 1.0
+STALE_AFTER_S = 15.0  # snapshot or event lag older than this: the board says its data is stale
+MAX_FILTER_VALUES = 32
+_SEVERITY = {"ok": 0, "warn": 1, "crit": 2}
+
+SECURITY_HEADERS: dict[str, str] = {
+    # Everything comes from the worker itself: no CDN, no inline script, nothing to leak to.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class Query(Protocol):
+    """The part of aiohttp's `request.query` (a MultiDict) the filter reads."""
+
+    def getall(self, key: str, default: list[str]) -> list[str]: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Filter and token
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BoardFilter:
+    """`?shop=a&shop=b&team=x` (or comma-separated); empty sets mean "all"."""
+
+    shops: frozenset[str] = frozenset()
+    teams: frozenset[str] = frozenset()
+
+    @staticmethod
+    def from_query(query: Query) -> BoardFilter:
+        def values(key: str) -> frozenset[str]:
+            out: set[str] = set()
+            for raw in query.getall(key, []):
+                out.update(v.strip() for v in raw.split(",") if v.strip())
+            return frozenset(sorted(out)[:MAX_FILTER_VALUES])
+
+        return BoardFilter(values("shop"), values("team"))
+
+    def admits(self, snap: AgentSnapshot) -> bool:
+        if self.shops and snap.shop not in self.shops:
+            return False
+        if snap.agent == "":
+            # The shop's unassigned queue belongs to no team: shown only on a shop-wide board.
+            return not self.teams
+        return not self.teams or snap.team in self.teams
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {"shop": sorted(self.shops), "team": sorted(self.teams)}
+
+
+def token_ok(expected: str | None, given: str | None, cookie: str | None) -> bool:
+    """No token configured: open. Else the query token or the cookie must match exactly."""
+    if not expected:
+        return True
+    want = expected.encode()
+    return any(
+        candidate is not None and hmac.compare_digest(candidate.encode(), want)
+        for candidate in (given, cookie)
+    )
+
+
+def _expected_token() -> str | None:
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _denied(request: Any) -> aioweb.Response | None:
+    if token_ok(_expected_token(), request.query.get("token"), request.cookies.get(COOKIE)):
+        return None
+    return aioweb.Response(
+        status=401,
+        text="401: this wall-board needs its token: open /wallboard?token=...\n",
+        headers={"Cache-Control": "no-store", **SECURITY_HEADERS},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Board state
+# --------------------------------------------------------------------------------------------
+
+
+def _r(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _status(p90: float | None, oldest_wait_s: float, lines: Lines) -> str:
+    """Red past the critical line or when someone waits past page_wait; amber past warning."""
+    if oldest_wait_s > lines.page_wait or (p90 is not None and p90 > lines.critical):
+        return "crit"
+    if oldest_wait_s > lines.warning or (p90 is not None and p90 > lines.warning):
+        return "warn"
+    return "ok"
+
+
+def _agent_tile(
+    snap: AgentSnapshot, lines: Lines, name: str, now_ms: int
+) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    w5 = snap.windows.get("5m") or WindowKpis()
+    today = snap.windows.get("today") or WindowKpis()
+    p50 = w5.rt_quantiles.get(0.5) if w5.rounds else None
+    p90 = w5.rt_quantiles.get(0.9) if w5.rounds else None
+    oldest = snap.oldest_wait_seconds(now_ms) if snap.waiting else 0.0
+    status = _status(p90, oldest, lines)
+    tile = {
+        "id": f"{snap.shop}/{snap.agent}",
+        "shop": snap.shop,
+        "team": snap.team,
+        "agent": snap.agent,
+        "name": name,
+        "status": status,
+        "waiting": snap.waiting,
+        "oldest_since": (
+            snap.oldest_wait_since_ms / 1000
+            if snap.waiting and snap.oldest_wait_since_ms is not None
+            else None
+        ),
+        "oldest_wait": _r(oldest),
+        "rounds_5m": w5.rounds,
+        "p50_5m": _r(p50),
+        "p90_5m": _r(p90),
+        "rounds_today": today.rounds,
+        "mean_today": _r(today.rt_mean if today.rounds else None),
+        "reply_rate_today": _r(today.reply_rate, 4),
+        "lines": {
+            "warning": lines.warning,
+            "critical": lines.critical,
+            "page_wait": lines.page_wait,
+        },
+    }
+    # Worst first: status, then who has waited longest / most, then 5m p90 against own lines.
+    ratio = (p90 / lines.critical) if p90 is not None and lines.critical > 0 else 0.0
+    key = (-_SEVERITY[status], -oldest, -snap.waiting, -ratio, name, snap.shop, snap.agent)
+    return tile, key
+
+
+def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
+    """The JSON the wall-board renders: header tiles for the selection, agent tiles worst-first."""
+    now_ms = state.clock.now_ms()
+    config = state.config
+    selected = [s for s in state.snapshots.values() if flt.admits(s)]
+
+    tiles: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    waiting = queue_waiting = 0
+    oldest_ms: int | None = None
+    oldest_lines: Lines | None = None
+    worst_p90: tuple[float, str, Lines] | None = None
+    rounds_today = rounds_5m = within_warning = received = replied = 0
+    warning_lines: set[float] = set()
+    shops: set[str] = set()
+    teams: set[str] = set()
+
+    for snap in selected:
+        lines = config.lines(snap.shop, snap.team)
+        shops.add(snap.shop)
+        waiting += snap.waiting
+        if snap.waiting and snap.oldest_wait_since_ms is not None and (
+            oldest_ms is None or snap.oldest_wait_since_ms < oldest_ms
+        ):
+            oldest_ms, oldest_lines = snap.oldest_wait_since_ms, lines
+        if snap.agent == "":
+            queue_waiting += snap.waiting
+            continue
+        teams.add(snap.team)
+        info = config.agent(snap.agent)
+        name = info.name if info is not None and info.name else snap.agent
+        tile, key = _agent_tile(snap, lines, name, now_ms)
+        tiles.append((key, tile))
+        if tile["p90_5m"] is not None and (worst_p90 is None or tile["p90_5m"] > worst_p90[0]):
+            worst_p90 = (tile["p90_5m"], name, lines)
+        today = snap.windows.get("today")
+        if today is not None:
+            rounds_today += today.rounds
+            within_warning += today.within.get("warning", 0)
+            received += today.received
+            replied += today.replied
+            if today.rounds:
+                warning_lines.add(lines.warning)
+        w5 = snap.windows.get("5m")
+        rounds_5m += w5.rounds if w5 is not None else 0
+
+    tiles.sort(key=lambda kt: kt[0])
+    agents = [t for _, t in tiles]
+    counts = {level: sum(1 for t in agents if t["status"] == level) for level in _SEVERITY}
+    ad_today = sum(
+        state.ad_buyers.get(shop, {}).get("today", 0) for shop in (shops or flt.shops)
+    )
+
+    snapshot_at = state.snapshot_at_ms / 1000
+    now = now_ms / 1000
+    watermark = state.clock.watermark_ms / 1000
+    backlog = sum(state.health.backlog.values())
+    lag = max(0.0, time.time() - watermark) if backlog and watermark else 0.0
+    stale: str | None = None
+    if not state.health.ready:
+        stale = "not_ready"
+    elif snapshot_at <= 0 or now - snapshot_at > STALE_AFTER_S:
+        stale = "snapshot_old"
+    elif lag > STALE_AFTER_S:
+        stale = "lagging"
+
+    header: dict[str, Any] = {
+        "waiting": waiting,
+        "queue_waiting": queue_waiting,
+        "oldest_since": oldest_ms / 1000 if oldest_ms is not None else None,
+        "oldest_wait": _r(max(0.0, (now_ms - oldest_ms) / 1000) if oldest_ms else None),
+        "oldest_lines": (
+            {"warning": oldest_lines.warning, "page_wait": oldest_lines.page_wait}
+            if oldest_lines is not None
+            else None
+        ),
+        # Upper bound of the group's p90 (no agent's own p90 is above it): the slowest agent's.
+        "p90_5m": worst_p90[0] if worst_p90 else None,
+        "p90_5m_agent": worst_p90[1] if worst_p90 else None,
+        "p90_5m_lines": (
+            {"warning": worst_p90[2].warning, "critical": worst_p90[2].critical}
+            if worst_p90
+            else None
+        ),
+        "rounds_5m": rounds_5m,
+        "rounds_today": rounds_today,
+        "within_warning_today": _r(within_warning / rounds_today if rounds_today else None, 4),
+        "warning_line": warning_lines.pop() if len(warning_lines) == 1 else None,
+        "reply_rate_today": _r(replied / received if received else None, 4),
+        # Hooks for the business KPIs: shown by the page as soon as they are not null.
+        "sales_today": None,
+        "conversion_today": None,
+        "ad_buyers_today": ad_today,
+    }
+    return {
+        "v": 1,
+        "now": now,
+        "clock": state.clock.mode,
+        "snapshot_at": snapshot_at,
+        "watermark": watermark,
+        "lag_seconds": _r(lag),
+        "ready": state.health.ready,
+        "stale": stale,
+        "stale_after": STALE_AFTER_S,
+        "filter": flt.as_json(),
+        "shops": sorted(shops),
+        "teams": sorted(teams),
+        "counts": counts,
+        "header": header,
+        "agents": agents,
+    }
+
+
+def encode_state(state: State, flt: BoardFilter) -> bytes:
+    return orjson.dumps(board_state(state, flt))
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Asset:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def _load_assets(directory: Path) -> dict[str, _Asset]:
+    out: dict[str, _Asset] = {}
+    for name, ctype in ASSETS.items():
+        body = (directory / name).read_bytes()
+        out[name] = _Asset(body, ctype, '"' + hashlib.sha256(body).hexdigest()[:16] + '"')
+    return out
+
+
+class _Feed:
+    """Shares one encoded state per filter and half-second among every connected board."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.cache: dict[BoardFilter, tuple[float, bytes]] = {}
+        self.stopping = asyncio.Event()
+
+    def frame(self, flt: BoardFilter) -> bytes:
+        t = time.monotonic()
+        hit = self.cache.get(flt)
+        if hit is not None and t - hit[0] < 0.5:
+            return hit[1]
+        if len(self.cache) > 64:
+            self.cache.clear()
+        body = b"data: " + encode_state(self.state, flt) + b"\n\n"
+        self.cache[flt] = (t, body)
+        return body
+
+    async def stream(self, request: Any) -> aioweb.StreamResponse:
+        flt = BoardFilter.from_query(request.query)
+        resp = aioweb.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",  # a reverse proxy must not buffer the stream
+                **SECURITY_HEADERS,
+            }
+        )
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
+        try:
+            await resp.write(b"retry: 2000\n\n")
+            while not self.stopping.is_set():
+                await resp.write(self.frame(flt))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), PUSH_INTERVAL_S)
+        except ConnectionError:  # the board went away (aiohttp's reset errors subclass this)
+            pass
+        return resp
+
+
+def register(app: faust.App, rt: State, static_dir: Path = STATIC_DIR) -> None:
+    """Add /wallboard, /wallboard/static/<file> and /wallboard/events to the worker's web server."""
+    html = (static_dir / "wallboard.html").read_bytes()
+    assets = _load_assets(static_dir)
+    feed = _Feed(rt)
+
+    async def _on_shutdown(_: Any) -> None:
+        feed.stopping.set()  # end open streams so the worker's web server stops promptly
+
+    web_app = getattr(getattr(app, "web", None), "web_app", None)
+    if web_app is not None:
+        web_app.on_shutdown.append(_on_shutdown)
+
+    @app.page("/wallboard")
+    async def wallboard_page(web: Any, request: Any) -> Any:
+        denied = _denied(request)
+        if denied is not None:
+            return denied
+        resp = aioweb.Response(
+            body=html,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store", **SECURITY_HEADERS},
+        )
+        token, expected = request.query.get("token"), _expected_token()
+        if expected and token and token_ok(expected, token, None):
+            # Remembered, so the TV's URL need not keep the token after the first load.
+            resp.set_cookie(
+                COOKIE, token, path="/wallboard", httponly=True, samesite="Strict",
+                max_age=400 * 86400,
+            )
+        return resp
+
+    @app.page("/wallboard/static/{name}")
+    async def wallboard_static(web: Any, request: Any, name: str = "") -> Any:
+        asset = assets.get(name or request.match_info.get("name", ""))
+        if asset is None:
+            return aioweb.Response(status=404, text="404: not found\n")
+        headers = {"Cache-Control": "no-cache", "ETag": asset.etag, **SECURITY_HEADERS}
+        if request.headers.get("If-None-Match") == asset.etag:
+            return aioweb.Response(status=304, headers=headers)
+        return aioweb.Response(
+            body=asset.body, content_type=asset.content_type, charset="utf-8", headers=headers
+        )
+
+    @app.page("/wallboard/events")
+    async def wallboard_events(web: Any, request: Any) -> Any:
+        denied = _denied(request)
+        if denied is not None:
+            return denied
+        return await feed.stream(request)
+
+    del wallboard_page, wallboard_static, wallboard_events
+

@@ -1,0 +1,357 @@
+"""Alerts end to end with the real servers: worker → Prometheus → Alertmanager → webhooks.
+
+Embedded broker + `kefu-pulse worker` (KEFU_CLOCK=wall) + Debian's `prometheus` scraping it
+with the real rules + Debian's `prometheus-alertmanager` with the real routing, posting to a
+small HTTP receiver in this test. Event timestamps are set in the recent past, so a reply
+"45 s after the question" needs no waiting.
+
+The test copies of the configs differ from deploy/ only where a test must (see
+`prometheus_test_config` and `tests.deploy.alertmanager_test_config`):
+  * Prometheus: scrape and evaluation every 1 s; the kefu-pulse job scrapes the test worker's
+    port (static target instead of DNS discovery); the self-scrape jobs are dropped; alerts go
+    to the test Alertmanager; rule groups lose their own `interval`; and `for:` is shortened
+    for the two alerts this test waits for (FOR_OVERRIDES). Expressions, labels and
+    annotations are untouched.
+  * Alertmanager: receivers post to the local receiver (PagerDuty Events v2 and Slack
+    payloads, secrets in files holding test values); group_wait 1 s, group_interval 2 s.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.broker import EmbeddedBroker
+from tests.deploy import (
+    PROM_CONFIG,
+    RULE_FILES,
+    Server,
+    alertmanager_test_config,
+    dump_yaml,
+    http_json,
+    load_yaml,
+    require_tool,
+    start_alertmanager,
+    start_prometheus,
+    wait_for,
+)
+from tests.integration.harness import Worker, labels, produce
+
+pytestmark = pytest.mark.integration
+
+SHOP = "e2e-shop"
+# The shop's default (taobao) lines: warning 30 s, critical 40 s, page_wait 180 s.
+ROSTER = """
+[[agents]]
+id = "a-slow"
+name = "慢慢"
+team = "pre-sales"
+
+[[agents]]
+id = "a-mid"
+name = "中中"
+team = "vip"
+
+[[agents]]
+id = "a-ok"
+name = "快快"
+team = "after-sales"
+
+[[agents]]
+id = "a-away"
+name = "离开"
+team = "after-sales"
+"""
+ROUNDS = 6  # per agent; the slow-response alerts need at least 5 in the 5m window
+REPLY_AFTER_S = {"a-slow": 45, "a-mid": 35, "a-ok": 5}  # over critical / over warning / fine
+WAIT_BEFORE_CROSSING_S = 15  # a-away's buyer passes page_wait this long after being produced
+
+FOR_OVERRIDES = {"KefuAgentSlowResponse": "5s", "KefuWorkerDown": "3s"}
+AM_TIMING = {"group_wait": "1s", "group_interval": "2s"}
+
+
+# ---- the webhook receiver -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notification:
+    at: float
+    receiver: str  # the Alertmanager receiver name (the URL path the test config gave it)
+    body: dict[str, Any]
+
+
+class Receiver:
+    """Accepts PagerDuty Events v2 and Slack webhook posts on loopback and keeps them."""
+
+    def __init__(self) -> None:
+        self.received: list[Notification] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    body = {"raw": raw.decode(errors="replace")}
+                name = urllib.parse.urlparse(self.path).path.strip("/")
+                with sink.lock:
+                    sink.received.append(Notification(time.time(), name, body))
+                pager = "pager" in name
+                out = b'{"status":"success","message":"Event processed"}' if pager else b"ok"
+                self.send_response(202 if pager else 200)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def all(self) -> list[Notification]:
+        with self.lock:
+            return list(self.received)
+
+    def pages(self, receiver: str, alertname: str) -> list[Notification]:
+        """PagerDuty 'trigger' events for `alertname` sent to the `receiver` pager."""
+        return [
+            n for n in self.all()
+            if n.receiver == receiver and n.body.get("event_action") == "trigger"
+            and n.body["payload"]["custom_details"].get("alertname") == alertname
+        ]
+
+    def chats(self, receiver: str) -> list[str]:
+        """Slack message texts (title + text) posted to `receiver`."""
+        out = []
+        for n in self.all():
+            if n.receiver == receiver:
+                for att in n.body.get("attachments", []):
+                    out.append(f"{att.get('title', '')}\n{att.get('text', '')}")
+        return out
+
+    def dump(self) -> str:
+        return "\n".join(f"{n.receiver}: {orjson.dumps(n.body).decode()[:1500]}" for n in self.all())
+
+
+# ---- configs ------------------------------------------------------------------------------------
+
+
+def prometheus_test_config(tmp: Path, worker_port: int, am_port: int) -> Path:
+    """The real prometheus.yml and rules, with the test's targets, 1 s pace and short `for:`s."""
+    config = load_yaml(PROM_CONFIG)
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "kefu-pulse"]
+    job.pop("dns_sd_configs", None)
+    job.update(scrape_interval="1s", static_configs=[{"targets": [f"127.0.0.1:{worker_port}"]}])
+    config["scrape_configs"] = [job]
+    config["alerting"]["alertmanagers"] = [
+        {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}
+    ]
+    rule_dir = tmp / "rules"
+    rule_dir.mkdir(exist_ok=True)
+    seen = set()
+    for path in RULE_FILES:
+        rules = load_yaml(path)
+        for group in rules["groups"]:
+            group.pop("interval", None)
+            for rule in group["rules"]:
+                if rule.get("alert") in FOR_OVERRIDES:
+                    rule["for"] = FOR_OVERRIDES[rule["alert"]]
+                    seen.add(rule["alert"])
+        dump_yaml(rules, rule_dir / path.name)
+    assert seen == set(FOR_OVERRIDES), f"alerts renamed? {set(FOR_OVERRIDES) - seen}"
+    config["rule_files"] = [str(rule_dir / "*.yml")]
+    return dump_yaml(config, tmp / "prometheus.yml")
+
+
+# ---- chat events --------------------------------------------------------------------------------
+
+
+def _event(buyer: str, sender: str, agent: str | None, ts_ms: int, n: int) -> tuple[bytes, bytes]:
+    body = {
+        "message_id": f"{buyer}-{n}", "shop_id": SHOP, "buyer_id": buyer, "sender": sender,
+        "agent_id": agent, "ts": ts_ms, "event": "message",
+    }
+    return f"{SHOP}:{buyer}".encode(), orjson.dumps(body)
+
+
+def answered_rounds(now_ms: int) -> list[tuple[bytes, bytes]]:
+    """Each agent in REPLY_AFTER_S answers ROUNDS buyers, replies 30–80 s ago."""
+    events = []
+    for agent, after in REPLY_AFTER_S.items():
+        for i in range(ROUNDS):
+            asked = now_ms - (after + 80 - 10 * i) * 1000
+            buyer = f"{agent}-buyer{i}"
+            events.append(_event(buyer, "buyer", agent, asked, 1))
+            events.append(_event(buyer, "agent", agent, asked + after * 1000, 2))
+    return events
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def prom_query(prom: Server, expr: str) -> list[dict[str, Any]]:
+    answer = http_json(f"{prom.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    assert answer["status"] == "success", answer
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as r:
+        yield r
+
+
+def test_pages_reach_the_pager(
+    broker: EmbeddedBroker, app_id: str, workdir: Path, receiver: Receiver
+) -> None:
+    for tool in ("prometheus", "alertmanager"):
+        require_tool(tool)
+    config_path = workdir / "kefu.toml"
+    config_path.write_text(ROSTER, encoding="utf-8")
+    worker = Worker(broker, app_id=app_id, workdir=workdir, clock="wall", config_path=config_path)
+    servers: list[Server] = []
+    started = time.monotonic()
+    timeline: list[str] = []  # printed at the end (pytest -s) and on failure
+
+    def mark(what: str) -> None:
+        timeline.append(f"{time.monotonic() - started:6.1f}s  {what}")
+    try:
+        worker.start()
+        mark("worker ready")
+        am = start_alertmanager(
+            alertmanager_test_config(workdir, receiver.url, AM_TIMING), workdir
+        )
+        servers.append(am)
+
+        # Answered rounds first, so the worker exports every agent before Prometheus looks.
+        produce(broker, worker.topics["chat"], answered_rounds(int(time.time() * 1000)))
+
+        def rounds_exported() -> bool:
+            m = worker.metrics()
+            return all(
+                m[("kefu_rounds", labels(shop=SHOP, team=team, agent=agent, window="5m"))]
+                == ROUNDS
+                for agent, team in (("a-slow", "pre-sales"), ("a-mid", "vip"),
+                                    ("a-ok", "after-sales"))
+            )
+
+        worker.wait_until(rounds_exported, 60, "the worker to export every agent's rounds")
+        mark("rounds exported")
+
+        prom = start_prometheus(
+            prometheus_test_config(workdir, worker.port, am.port), workdir
+        )
+        servers.append(prom)
+        wait_for(lambda: prom_query(prom, 'up{job="kefu-pulse"} == 1'), 20, "the first scrape")
+        mark("prometheus scraping")
+
+        # a-away's buyer asks now and is never answered: page_wait (180 s) passes soon.
+        asked_ms = int(time.time() * 1000) - (180 - WAIT_BEFORE_CROSSING_S) * 1000
+        crossing = asked_ms / 1000 + 180
+        produce(broker, worker.topics["chat"],
+                [_event("away-buyer", "buyer", "a-away", asked_ms, 1)])
+
+        # -- the slow agent pages, with the right labels -------------------------------------
+        (page,) = wait_for(lambda: receiver.pages("support-pager", "KefuAgentSlowResponse"),
+                           60, "the slow agent's page")[:1]
+        mark("slow-agent page received")
+        details = page.body["payload"]["custom_details"]
+        assert details["severity"] == "page"
+        assert (details["shop"], details["team"], details["agents"]) == (
+            SHOP, "pre-sales", "a-slow"), details
+        assert page.body["routing_key"] == "test-routing-key-support-pager"  # from the key file
+        assert page.body["payload"]["severity"] == "critical"
+        assert "45s" in details["summary"] and "超过合格线" in details["summary_zh"], details
+        assert details["runbook_url"].endswith("#alert-kefuagentslowresponse")
+        firing = prom_query(prom, 'ALERTS{alertname="KefuAgentSlowResponse",severity="page",'
+                                  'alertstate="firing"}')
+        assert [a["metric"] for a in firing] == [{
+            "__name__": "ALERTS", "alertname": "KefuAgentSlowResponse", "alertstate": "firing",
+            "severity": "page", "component": "kpi", "line": "critical",
+            "shop": SHOP, "team": "pre-sales", "agent": "a-slow",
+        }]
+
+        # -- the buyer still waiting pages, after page_wait and before anyone answers ----------
+        (waiting,) = wait_for(lambda: receiver.pages("support-pager", "KefuBuyerWaiting"),
+                              WAIT_BEFORE_CROSSING_S + 45, "the waiting buyer's page")[:1]
+        mark(f"waiting-buyer page received {waiting.at - crossing:+.1f}s after page_wait")
+        details = waiting.body["payload"]["custom_details"]
+        assert (details["shop"], details["team"], details["agents"]) == (
+            SHOP, "after-sales", "a-away"), details
+        assert crossing <= waiting.at <= crossing + 30, (crossing, waiting.at)
+        now_metrics = worker.metrics()
+        still = labels(shop=SHOP, team="after-sales", agent="a-away")
+        assert now_metrics[("kefu_waiting_buyers", still)] == 1, "paged after the buyer was answered"
+        assert now_metrics[("kefu_oldest_wait_seconds", still)] > 180
+
+        # -- the agent just over the warning line gets a chat message, never a page -----------
+        # (and a-slow's own warning is inhibited by its page)
+        def mid_warning() -> list[str]:
+            return [t for t in receiver.chats("support-chat") if "[warning] agent=a-mid" in t]
+
+        wait_for(mid_warning, 30, "a-mid's warning in the support chat")
+        mark("a-mid warning in chat")
+        assert not receiver.pages("support-pager", "KefuAgentSlowResponse")[1:] or all(
+            n.body["payload"]["custom_details"]["agents"] == "a-slow"
+            for n in receiver.pages("support-pager", "KefuAgentSlowResponse")
+        )
+        chats = receiver.chats("support-chat")
+        assert not [t for t in chats if "[warning] agent=a-slow" in t], chats
+
+        # -- the healthy agent never paged or warned --------------------------------------------
+        assert not [n for n in receiver.all() if "a-ok" in orjson.dumps(n.body).decode()], (
+            receiver.dump())
+        assert not prom_query(prom, 'count_over_time(ALERTS{agent="a-ok"}[1h])')
+        mentioned_mid = [n for n in receiver.all() if n.receiver.endswith("pager")
+                         and "a-mid" in orjson.dumps(n.body).decode()]
+        assert not mentioned_mid, "a warning-level agent reached the pager"
+
+        # -- killing the worker pages "monitor down" -------------------------------------------
+        worker.kill()
+        (down,) = wait_for(lambda: receiver.pages("sre-pager", "KefuWorkerDown"),
+                           30, "the worker-down page")[:1]
+        mark("worker-down page received")
+        details = down.body["payload"]["custom_details"]
+        assert details["severity"] == "page" and details["instances"] == f"127.0.0.1:{worker.port}"
+        assert down.body["routing_key"] == "test-routing-key-sre-pager"
+        assert not receiver.pages("support-pager", "KefuWorkerDown")
+        assert time.monotonic() - started < 180, "the alert test should stay under 3 minutes"
+        print("\n".join(timeline))
+        print(receiver.dump())
+    except BaseException:
+        print("\n".join(timeline))
+        print(receiver.dump())
+        for server in servers:
+            print(f"--- {server.name} log tail ---\n{server.log_tail()}")
+        print(f"--- worker log tail ---\n{worker.log_tail()}")
+        raise
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        worker.kill()
