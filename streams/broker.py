@@ -137,8 +137,11 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         log.debug("starting embedded broker: %s", " ".join(cmd))
+        # Own session: a Ctrl-C meant for the parent must not kill the broker before the
+        # workers that still need it to commit on their way out.
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT
+            cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         _LIVE.add(self)
 

@@ -119,8 +119,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         say(f"starting the worker (log: {workdir / 'worker.log'}) …")
         wlog = open(workdir / "worker.log", "wb")  # noqa: SIM115
+        # Children get their own sessions so Ctrl-C reaches only us; we stop them in order.
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=wlog, stderr=wlog
+            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=wlog, stderr=wlog,
+            start_new_session=True,
         )
         procs.append(worker)
         base = f"http://127.0.0.1:{args.port}"
@@ -133,7 +135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "simulate", "--rate", str(args.rate),
                  "--seed", str(args.seed), "--agents-per-shop", str(args.agents_per_shop)],
-                env=env, stdout=slog, stderr=slog,
+                env=env, stdout=slog, stderr=slog, start_new_session=True,
             )
         )
         print(
@@ -153,14 +155,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         say("stopping …")
         return 0
     finally:
-        for p in reversed(procs):
+        for p in reversed(procs):  # simulator first, then the worker, then the broker
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in reversed(procs):
+                p.send_signal(signal.SIGTERM)
             try:
-                p.wait(timeout=15)
+                p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait(5)
         broker.stop()
         say("stopped")
 

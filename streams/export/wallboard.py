@@ -257,7 +257,9 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
         "waiting": waiting,
         "queue_waiting": queue_waiting,
         "oldest_since": oldest_ms / 1000 if oldest_ms is not None else None,
-        "oldest_wait": _r(max(0.0, (now_ms - oldest_ms) / 1000) if oldest_ms else None),
+        "oldest_wait": (
+            _r(max(0.0, (now_ms - oldest_ms) / 1000)) if oldest_ms is not None else None
+        ),
         "oldest_lines": (
             {"warning": oldest_lines.warning, "page_wait": oldest_lines.page_wait}
             if oldest_lines is not None
@@ -400,6 +402,13 @@ def register(app: faust.App, rt: State, static_dir: Path = STATIC_DIR) -> None:
             )
         return resp
 
+    @app.page("/wallboard/")
+    async def wallboard_slash(web: Any, request: Any) -> Any:
+        # Relative, so it also works behind a reverse proxy that adds a path prefix.
+        qs = request.query_string
+        location = "../wallboard" + (f"?{qs}" if qs else "")
+        return aioweb.Response(status=301, headers={"Location": location})
+
     @app.page("/wallboard/static/{name}")
     async def wallboard_static(web: Any, request: Any, name: str = "") -> Any:
         asset = assets.get(name or request.match_info.get("name", ""))
@@ -419,5 +428,5 @@ def register(app: faust.App, rt: State, static_dir: Path = STATIC_DIR) -> None:
             return denied
         return await feed.stream(request)
 
-    del wallboard_page, wallboard_static, wallboard_events
+    del wallboard_page, wallboard_slash, wallboard_static, wallboard_events
 

@@ -334,6 +334,8 @@ async def test_page_and_assets_are_served_offline(client: TestClient[Any, Any]) 
             f"/wallboard/static/{name}", headers={"If-None-Match": asset.headers["ETag"]}
         )
         assert again.status == 304
+    moved = await client.get("/wallboard/?lang=en&shop=s1", allow_redirects=False)
+    assert moved.status == 301 and moved.headers["Location"] == "../wallboard?lang=en&shop=s1"
     for bad in ("nope.js", "..%2Fwallboard.py", "wallboard.html"):
         assert (await client.get(f"/wallboard/static/{bad}")).status == 404
 

@@ -123,6 +123,8 @@
   var lang = (params.get("lang") || "").toLowerCase().indexOf("en") === 0 ? "en" : "zh";
   var T = I18N[lang];
   var SILENT_MS = 5000; // the worker pushes every second: 5 s of silence is a dead stream
+  var DROP_GRACE_MS = 3000; // a reconnect within this is a blip, not stale data
+  var startedAt = Date.now();
 
   function t(key, vars) {
     var s = Object.prototype.hasOwnProperty.call(T, key) ? T[key] : key;
@@ -212,6 +214,7 @@
   var offsetMs = 0;          // server clock − client clock at the last message
   var lastMsgAt = 0;         // client time of the last message
   var connected = false;
+  var droppedAt = 0;         // client time the stream last failed
   var es = null;
   var tiles = {};            // id -> {el, refs}
   var order = [];            // ids in DOM order
@@ -238,17 +241,19 @@
   function connect() {
     if (es) es.close();
     es = new EventSource(eventsUrl());
-    es.onopen = function () { connected = true; };
+    es.onopen = function () { connected = true; droppedAt = 0; };
     es.onmessage = function (ev) {
       var data;
       try { data = JSON.parse(ev.data); } catch (e) { return; }
       connected = true;
+      droppedAt = 0;
       board = data;
       lastMsgAt = Date.now();
       offsetMs = data.now * 1000 - lastMsgAt;
       render();
     };
     es.onerror = function () {
+      if (connected || !droppedAt) droppedAt = Date.now();
       connected = false;
       tick();
       if (es.readyState === EventSource.CLOSED) {
@@ -259,10 +264,10 @@
   }
 
   function staleReason() {
-    if (!board) return connected ? null : "disconnected";
-    if (!connected) return "disconnected";
-    var quiet = Date.now() - lastMsgAt;
-    if (quiet > SILENT_MS) return "silent";
+    var now = Date.now();
+    if (!board) return now - startedAt > SILENT_MS ? "disconnected" : null;
+    if (!connected && droppedAt && now - droppedAt > DROP_GRACE_MS) return "disconnected";
+    if (now - lastMsgAt > SILENT_MS) return connected ? "silent" : "disconnected";
     return board.stale || null;
   }
 
@@ -568,8 +573,7 @@
 
   function tick() {
     var reason = staleReason();
-    var state = !board && !reason ? "connecting" : reason ? "stale" : "live";
-    if (!board && reason === "disconnected" && lastMsgAt === 0) state = "stale";
+    var state = reason ? "stale" : board ? "live" : "connecting";
     if (document.body.getAttribute("data-state") !== state) {
       document.body.setAttribute("data-state", state);
     }
