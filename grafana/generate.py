@@ -45,8 +45,10 @@ from grafana_foundation_sdk.builders.dashboard import (
     TimePicker,
 )
 from grafana_foundation_sdk.builders.prometheus import Dataquery
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as models_dashboard
 from grafana_foundation_sdk.models import heatmap as hm
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
@@ -399,7 +401,7 @@ def window_var(default: str) -> CustomVariable:
     )
 
 
-def nav_links() -> list[DashboardLink]:
+def nav_links() -> list[Builder[models_dashboard.DashboardLink]]:
     return [
         DashboardLink("kefu-pulse")
         .type(DashboardLinkType.DASHBOARDS)
@@ -611,7 +613,7 @@ def drilldown() -> Dashboard:
     agent_cols = columns(agent_f, ("shop", "team", "agent"))
     # Per agent the exact sketch quantile replaces the histogram estimate.
     agent_cols[2] = (
-        "P90 ($window)",
+        "P90",
         per_agent(f'kefu_response_time_seconds{{{agent_f},window="$window",quantile="0.9"}}'),
         "s",
         TH_RESPONSE,

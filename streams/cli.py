@@ -46,7 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Internal topics follow the chat topic so partition p of each lives on the same worker.
     ensure_topics(settings.bootstrap, {names.rekey: partitions, names.facts: partitions},
                   settings=settings)
-    app, _ = build_app(settings, config, partitions)
+    app, _ = build_app(settings, config, partitions, counts)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -20,6 +20,8 @@ from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.domain.rules import AgentInfo, Filters, Lines, ShopRules
+from streams.domain.scorecard import ITEMS as SCORE_ITEMS
+from streams.domain.scorecard import ScorecardRules
 
 __all__ = [
     "PROFILES",
@@ -77,7 +79,7 @@ RULE_KEYS: tuple[str, ...] = (
     *DURATION_KEYS,
     "service_hours",
 )
-TOP_KEYS: tuple[str, ...] = ("defaults", "shops", "teams", "filters", "agents")
+TOP_KEYS: tuple[str, ...] = ("defaults", "shops", "teams", "filters", "agents", "scorecard")
 FILTER_KEYS: tuple[str, ...] = ("ad_patterns", "block_list")
 AGENT_KEYS: tuple[str, ...] = ("id", "name", "team", "sales_target")
 
@@ -101,6 +103,8 @@ class Config:
     agents: Mapping[str, AgentInfo]
     # Only the keys each [teams.X] sets, so a team override on a pdd shop keeps pdd's other lines.
     team_overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    scorecard_defaults: ScorecardRules = field(default_factory=ScorecardRules)
+    scorecard_teams: Mapping[str, ScorecardRules] = field(default_factory=dict)
     _lines_cache: dict[tuple[str, str], Lines] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -131,6 +135,10 @@ class Config:
 
     def agent(self, agent_id: str) -> AgentInfo | None:
         return self.agents.get(agent_id)
+
+    def scorecard(self, team: str) -> ScorecardRules:
+        """Scorecard weights and targets for a team (`[scorecard.teams.<team>]` > `[scorecard]`)."""
+        return self.scorecard_teams.get(team, self.scorecard_defaults)
 
 
 def default_config() -> Config:
@@ -201,6 +209,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
             )
         team_lines[team] = replace(defaults.lines, **overrides)
 
+    score_default, score_teams = _scorecards(_table(data.get("scorecard", {}), "scorecard"))
     return Config(
         defaults=defaults,
         shops=shops,
@@ -208,7 +217,52 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         filters=_filters(_table(data.get("filters", {}), "filters")),
         agents=_agents(data.get("agents", [])),
         team_overrides=team_overrides,
+        scorecard_defaults=score_default,
+        scorecard_teams=score_teams,
     )
+
+
+SCORECARD_KEYS = (
+    "weights", "conversion_target", "payment_success_target", "aov_target", "reply_rate_target",
+    "pass_score", "execution_default",
+)
+
+
+def _scorecard(table: Mapping[str, Any], prefix: str, base: ScorecardRules) -> ScorecardRules:
+    _check_keys(table, SCORECARD_KEYS, prefix)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "weights":
+            weights = _table(value, f"{prefix}.weights")
+            _check_keys(weights, SCORE_ITEMS, f"{prefix}.weights")
+            merged = dict(base.weights)
+            for item, w in weights.items():
+                merged[item] = _non_negative(w, f"{prefix}.weights.{item}")
+            total = sum(merged.values())
+            if abs(total - 100) > 1e-9:
+                raise ConfigError(f"{prefix}.weights: must add up to 100, got {total:g}")
+            values["weights"] = merged
+        else:
+            values[key] = _non_negative(value, f"{prefix}.{key}")
+    return replace(base, **values)
+
+
+def _scorecards(table: Mapping[str, Any]) -> tuple[ScorecardRules, dict[str, ScorecardRules]]:
+    teams_raw = _table(table.get("teams", {}), "scorecard.teams")
+    _check_keys(table, (*SCORECARD_KEYS, "teams"), "scorecard")
+    base = _scorecard({k: v for k, v in table.items() if k != "teams"}, "scorecard",
+                      ScorecardRules())
+    teams = {
+        team: _scorecard(_table(raw, f"scorecard.teams.{team}"), f"scorecard.teams.{team}", base)
+        for team, raw in teams_raw.items()
+    }
+    return base, teams
+
+
+def _non_negative(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key}: must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def _profile(table: Mapping[str, Any], prefix: str, fallback: str) -> str:

@@ -15,20 +15,27 @@ from typing import Any
 from streams.domain.facts import (
     AD_BUYER,
     AGENT_MSG,
+    ASSIST,
     BUYER_MSG,
     DEL,
+    EXECUTION,
     FIRST,
+    ORDER,
+    PAID,
     PENDING,
+    RATING,
+    REFUND,
     ROUND_KINDS,
     UNANSWERED,
     Fact,
     agent_key,
 )
-from streams.domain.model import LEVELS, QUANTILES, AgentSnapshot, WindowKpis
-from streams.domain.rules import MINUTE_MS, Lines, ShopRules
+from streams.domain.model import LEVELS, QUANTILES, SUMMABLE, AgentSnapshot, WindowKpis
+from streams.domain.rules import DAY_MS, MINUTE_MS, Lines, ShopRules
 from streams.domain.windows import (
     HISTOGRAM_BUCKETS,
     histogram_index,
+    month_start_ms,
     nearest_rank,
     retention_start,
     window_starts,
@@ -39,40 +46,67 @@ LinesFor = Callable[[str, str], Lines]  # (shop, agent) -> lines
 TeamOf = Callable[[str], str]
 
 SEP = "\x1e"
+_KEYED = {
+    UNANSWERED: "unans", AGENT_MSG: "amsg", ORDER: "orders", PAID: "paid", REFUND: "refunds",
+    RATING: "ratings",
+}
+_SETS = {BUYER_MSG: "bmsg", AD_BUYER: "ads", ASSIST: "assists"}
 
 
 class Bucket:
-    """The records of one agent in one UTC minute."""
+    """The records of one agent in one UTC minute, each keyed by its fact id."""
 
-    __slots__ = ("ads", "amsg", "bmsg", "rounds", "unans")
+    __slots__ = (
+        "ads", "amsg", "assists", "bmsg", "orders", "paid", "ratings", "refunds", "rounds",
+        "unans",
+    )
 
     def __init__(self) -> None:
         self.rounds: dict[int, tuple[int, int, bool]] = {}  # fid -> (response ms, buyer, first)
         self.unans: dict[int, int] = {}  # fid -> buyer
-        self.amsg: set[int] = set()
+        self.amsg: dict[int, int] = {}  # message -> buyer
         self.bmsg: set[int] = set()
         self.ads: set[int] = set()
+        self.orders: dict[int, int] = {}  # order -> buyer
+        self.paid: dict[int, tuple[int, int]] = {}  # order -> (amount units, buyer)
+        self.refunds: dict[int, tuple[int, int]] = {}  # refund -> (amount units, order)
+        self.assists: set[int] = set()  # orders
+        self.ratings: dict[int, int] = {}  # rating -> score
 
     def empty(self) -> bool:
-        return not (self.rounds or self.unans or self.amsg or self.bmsg or self.ads)
+        return not any(getattr(self, name) for name in self.__slots__)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "r": [[k, *v] for k, v in self.rounds.items()],
-            "u": [[k, v] for k, v in self.unans.items()],
-            "m": list(self.amsg),
-            "b": list(self.bmsg),
-            "x": list(self.ads),
-        }
+        d: dict[str, Any] = {}
+        if self.rounds:
+            d["r"] = [[k, *v] for k, v in self.rounds.items()]
+        for key, name in (("u", "unans"), ("m", "amsg"), ("o", "orders"), ("s", "ratings")):
+            value = getattr(self, name)
+            if value:
+                d[key] = [[k, v] for k, v in value.items()]
+        for key, name in (("p", "paid"), ("f", "refunds")):
+            value = getattr(self, name)
+            if value:
+                d[key] = [[k, *v] for k, v in value.items()]
+        for key, name in (("b", "bmsg"), ("x", "ads"), ("a", "assists")):
+            value = getattr(self, name)
+            if value:
+                d[key] = list(value)
+        return d
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Bucket:
         b = Bucket()
         b.rounds = {int(r[0]): (int(r[1]), int(r[2]), bool(r[3])) for r in d.get("r", ())}
         b.unans = {int(k): int(v) for k, v in d.get("u", ())}
-        b.amsg = {int(x) for x in d.get("m", ())}
+        b.amsg = {int(k): int(v) for k, v in d.get("m", ())}
+        b.orders = {int(k): int(v) for k, v in d.get("o", ())}
+        b.ratings = {int(k): int(v) for k, v in d.get("s", ())}
+        b.paid = {int(r[0]): (int(r[1]), int(r[2])) for r in d.get("p", ())}
+        b.refunds = {int(r[0]): (int(r[1]), int(r[2])) for r in d.get("f", ())}
         b.bmsg = {int(x) for x in d.get("b", ())}
         b.ads = {int(x) for x in d.get("x", ())}
+        b.assists = {int(x) for x in d.get("a", ())}
         return b
 
 
@@ -102,12 +136,27 @@ class Totals:
 
 
 class AgentState:
-    __slots__ = ("buckets", "pending", "totals")
+    __slots__ = ("buckets", "days", "execution", "pending", "totals")
 
     def __init__(self) -> None:
         self.buckets: dict[int, Bucket] = {}
         self.pending: dict[int, tuple[int, int, int]] = {}  # conversation -> (start, since, last)
         self.totals = Totals()
+        self.days: dict[int, WindowKpis] = {}  # closed local days (start ms) -> summed KPIs
+        self.execution: dict[int, float] = {}  # period start ms -> supervisor points
+
+
+def _kpis_to_json(w: WindowKpis) -> dict[str, Any]:
+    d: dict[str, Any] = {name: getattr(w, name) for name in SUMMABLE if getattr(w, name)}
+    d["within"] = w.within
+    return d
+
+
+def _kpis_from_json(d: dict[str, Any]) -> WindowKpis:
+    w = WindowKpis(within={k: int(v) for k, v in d.get("within", {}).items()})
+    for name in SUMMABLE:
+        setattr(w, name, int(d.get(name, 0)))
+    return w
 
 
 class Aggregates:
@@ -127,6 +176,8 @@ class Aggregates:
         self._floor: dict[str, int] = {}  # shop -> first minute still kept
         self.late_facts = 0
         self.now_ms = 0  # advanced by `advance`; rounds older than now − reorder are counted
+        # Fills targets and scorecards (streams.domain.scorecard); None in response-only tests.
+        self.scoring: Callable[[AgentSnapshot, dict[int, float], int], None] | None = None
 
     # -- applying facts ------------------------------------------------------------------------
 
@@ -151,6 +202,13 @@ class Aggregates:
             else:
                 st.pending[f.fid] = (f.ts, f.a, f.b)
             self._dirty.add(akey + SEP + "p")
+            return
+        if f.kind == EXECUTION:
+            if f.op == DEL:
+                st.execution.pop(f.ts, None)
+            else:
+                st.execution[f.ts] = f.a / 100
+            self._dirty.add(akey + SEP + "e")
             return
         minute = f.ts // MINUTE_MS
         if minute < self._floor.get(f.shop, -1):
@@ -178,17 +236,22 @@ class Aggregates:
                     uncounted[f.fid] = (f.ts, f.a)
                     self._dirty.add(akey + SEP + "t")
             bucket.rounds[f.fid] = (f.a, f.b, kind == FIRST)
-        elif kind == UNANSWERED:
+        elif kind in _KEYED:
+            keyed: dict[int, Any] = getattr(bucket, _KEYED[kind])
             if f.op == DEL:
-                bucket.unans.pop(f.fid, None)
+                keyed.pop(f.fid, None)
+            elif kind in (PAID, REFUND):
+                keyed[f.fid] = (f.a, f.b)
+            elif kind == RATING:
+                keyed[f.fid] = f.a
             else:
-                bucket.unans[f.fid] = f.b
+                keyed[f.fid] = f.b
         else:
-            target = {AGENT_MSG: bucket.amsg, BUYER_MSG: bucket.bmsg, AD_BUYER: bucket.ads}[kind]
+            members: set[int] = getattr(bucket, _SETS[kind])
             if f.op == DEL:
-                target.discard(f.fid)
+                members.discard(f.fid)
             else:
-                target.add(f.fid)
+                members.add(f.fid)
 
     def _count(self, st: AgentState, shop: str, agent: str, rt_ms: int) -> None:
         t = st.totals
@@ -239,6 +302,11 @@ class Aggregates:
             return [[k, *v] for k, v in st.pending.items()] if st.pending else None
         if part == "t":
             return st.totals.to_json()
+        if part == "e":
+            return [[k, v] for k, v in st.execution.items()] if st.execution else None
+        if part.startswith("d"):
+            day = st.days.get(int(part[1:]))
+            return None if day is None else _kpis_to_json(day)
         bucket = st.buckets.get(int(part))
         return None if bucket is None or bucket.empty() else bucket.to_json()
 
@@ -248,14 +316,21 @@ class Aggregates:
         shop, _, agent = akey.partition("\x1f")
         if value is None:
             st0 = self.agents.get((shop, agent))
-            if st0 is not None and part not in ("p", "t"):
-                st0.buckets.pop(int(part), None)
+            if st0 is not None:
+                if part.startswith("d"):
+                    st0.days.pop(int(part[1:]), None)
+                elif part.isdigit():
+                    st0.buckets.pop(int(part), None)
             return
         st = self._state(shop, agent)
         if part == "p":
             st.pending = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in value}
         elif part == "t":
             st.totals = Totals.from_json(value)
+        elif part == "e":
+            st.execution = {int(k): float(v) for k, v in value}
+        elif part.startswith("d"):
+            st.days[int(part[1:])] = _kpis_from_json(value)
         else:
             st.buckets[int(part)] = Bucket.from_json(value)
         self.dirty_agents.add((shop, agent))
@@ -267,21 +342,130 @@ class Aggregates:
             self.dirty_agents.discard(ident)
 
     def expire(self, now_ms: int) -> list[str]:
-        """Drop buckets no window needs any more; return their record keys (to delete)."""
+        """Close finished days into summaries and drop what no window needs; return the keys
+        of deleted records.
+
+        A day's minute buckets are kept until an hour after it ends (the 1h window at 00:30
+        still reaches back into yesterday), then summed into one record per day: month KPIs
+        come from at most ~31 small summaries per agent, not from events.
+        """
         gone: list[str] = []
         for (shop, agent), st in self.agents.items():
-            floor = retention_start(now_ms, self.rules_for(shop)) // MINUTE_MS
+            rules = self.rules_for(shop)
+            floor = retention_start(now_ms, rules) // MINUTE_MS
             self._floor[shop] = floor
             old = [m for m in st.buckets if m < floor]
+            akey = agent_key(shop, agent)
             if old:
-                akey = agent_key(shop, agent)
+                for day in sorted({rules.day_start_ms(m * MINUTE_MS) for m in old}):
+                    if day not in st.days:
+                        end = rules.day_start_ms(day + 26 * 3_600_000)
+                        st.days[day] = self._window(
+                            st, shop, agent, day, end - 1, now_ms, lines=self.lines_for(shop, agent)
+                        )
+                        self._dirty.add(f"{akey}{SEP}d{day}")
                 for m in old:
                     del st.buckets[m]
                     gone.append(f"{akey}{SEP}{m}")
                 self.dirty_agents.add((shop, agent))
+            month = month_start_ms(now_ms, rules)
+            for day in [d for d in st.days if d < month - 3 * DAY_MS]:
+                del st.days[day]
+                gone.append(f"{akey}{SEP}d{day}")
         return gone
 
     # -- snapshots -------------------------------------------------------------------------------
+
+    def _paid_buyers(self, st: AgentState, now_ms: int) -> set[int]:
+        """Buyers who paid an order credited to this agent, in everything still retained."""
+        now_minute = now_ms // MINUTE_MS
+        paid: set[int] = set()
+        for m, b in st.buckets.items():
+            if m <= now_minute and b.paid:
+                paid.update(buyer for _, buyer in b.paid.values())
+        return paid
+
+    def _window(
+        self,
+        st: AgentState,
+        shop: str,
+        agent: str,
+        start: int,
+        end: int,
+        now_ms: int,
+        lines: Lines,
+        paid_buyers: set[int] | None = None,
+    ) -> WindowKpis:
+        """Every KPI of one agent over [start, end] (epoch ms, minute-aligned start)."""
+        first_minute, last_minute = start // MINUTE_MS, end // MINUTE_MS
+        w = WindowKpis()
+        rts: list[int] = []
+        frts: list[int] = []
+        replied: set[int] = set()
+        received: set[int] = set()
+        inquired: set[int] = set()
+        ordered: set[int] = set()
+        paid: set[int] = set()
+        refunded: set[int] = set()
+        for m, b in st.buckets.items():
+            if m < first_minute or m > last_minute:
+                continue
+            for rt, buyer, first in b.rounds.values():
+                rts.append(rt)
+                replied.add(buyer)
+                if first:
+                    frts.append(rt)
+            received.update(b.unans.values())
+            inquired.update(b.amsg.values())
+            w.agent_messages += len(b.amsg)
+            w.buyer_messages += len(b.bmsg)
+            ordered.update(b.orders.values())
+            for units, buyer in b.paid.values():
+                w.sales_units += units
+                paid.add(buyer)
+            w.paid_orders += len(b.paid)
+            for units, order in b.refunds.values():
+                w.refund_units += units
+                refunded.add(order)
+            w.assists += len(b.assists)
+            for score in b.ratings.values():
+                w.ratings += 1
+                w.rating_sum += score
+                w.ratings_good += score >= 4
+        if agent:
+            unans_after = self.rules_for(shop).unanswered_after_ms
+            for buyer, (_start, since, _last) in st.pending.items():
+                crossing = since + unans_after
+                if start <= crossing <= min(end, now_ms):
+                    received.add(buyer)
+        received |= replied
+        w.rounds = len(rts)
+        w.rt_sum_ms = sum(rts)
+        w.first_rounds = len(frts)
+        w.replied = len(replied)
+        w.received = len(received)
+        w.inquiries = len(inquired)
+        w.ordered_buyers = len(ordered)
+        w.paid_buyers = len(paid)
+        w.refunded_orders = len(refunded)
+        if paid_buyers is None:
+            paid_buyers = self._paid_buyers(st, now_ms)
+        w.converted = len(inquired & paid_buyers)
+        if rts:
+            rts.sort()
+            w.rt_mean = w.rt_sum_ms / len(rts) / 1000
+            w.rt_quantiles = {q: nearest_rank(rts, q) / 1000 for q in QUANTILES}
+            levels = (lines.warning, lines.critical, lines.slow)
+            for level, line in zip(LEVELS, levels, strict=True):
+                limit = line * 1000
+                w.within[level] = sum(1 for v in rts if v <= limit)
+        else:
+            w.within = dict.fromkeys(LEVELS, 0)
+        if frts:
+            frts.sort()
+            w.frt_mean = sum(frts) / len(frts) / 1000
+            w.frt_quantiles = {q: nearest_rank(frts, q) / 1000 for q in QUANTILES}
+        return w
 
     def snapshot(self, shop: str, agent: str, now_ms: int) -> AgentSnapshot | None:
         st = self.agents.get((shop, agent))
@@ -291,59 +475,21 @@ class Aggregates:
         lines = self.lines_for(shop, agent)
         team = self.team_of(agent) if agent else "unassigned"
         snap = AgentSnapshot(shop=shop, agent=agent, team=team)
-        starts = window_starts(now_ms, rules)
-        now_minute = now_ms // MINUTE_MS
-        unans_after = rules.unanswered_after_ms
-        crossings: list[tuple[int, int]] = []  # (crossing ms, buyer) of rounds still pending
-        if agent:
-            for buyer, (_start, since, _last) in st.pending.items():
-                crossing = since + unans_after
-                if crossing <= now_ms:
-                    crossings.append((crossing, buyer))
+        paid_buyers = self._paid_buyers(st, now_ms)
         any_data = False
-        for window, start in starts.items():
-            first_minute = start // MINUTE_MS
-            w = WindowKpis()
-            rts: list[int] = []
-            frts: list[int] = []
-            replied: set[int] = set()
-            received: set[int] = set()
-            for m, b in st.buckets.items():
-                if m < first_minute or m > now_minute:
-                    continue
-                for rt, buyer, first in b.rounds.values():
-                    rts.append(rt)
-                    replied.add(buyer)
-                    if first:
-                        frts.append(rt)
-                received.update(b.unans.values())
-                w.agent_messages += len(b.amsg)
-                w.buyer_messages += len(b.bmsg)
-            for crossing, buyer in crossings:
-                if crossing >= start:
-                    received.add(buyer)
-            received |= replied
-            w.rounds = len(rts)
-            w.first_rounds = len(frts)
-            w.replied = len(replied)
-            w.received = len(received)
-            if rts:
-                rts.sort()
-                w.rt_mean = sum(rts) / len(rts) / 1000
-                w.rt_quantiles = {q: nearest_rank(rts, q) / 1000 for q in QUANTILES}
-                levels = (lines.warning, lines.critical, lines.slow)
-                for level, line in zip(LEVELS, levels, strict=True):
-                    limit = line * 1000
-                    w.within[level] = sum(1 for v in rts if v <= limit)
-            else:
-                w.within = dict.fromkeys(LEVELS, 0)
-            if frts:
-                frts.sort()
-                w.frt_mean = sum(frts) / len(frts) / 1000
-                w.frt_quantiles = {q: nearest_rank(frts, q) / 1000 for q in QUANTILES}
-            if w.rounds or w.received or w.agent_messages or w.buyer_messages:
+        for window, start in window_starts(now_ms, rules).items():
+            w = self._window(st, shop, agent, start, now_ms, now_ms, lines, paid_buyers)
+            if any(getattr(w, name) for name in SUMMABLE):
                 any_data = True
             snap.windows[window] = w
+        month_start = month_start_ms(now_ms, rules)
+        month = WindowKpis(within=dict.fromkeys(LEVELS, 0))
+        for day, summary in st.days.items():
+            if month_start <= day < rules.day_start_ms(now_ms):
+                month.add(summary)
+        month.add(snap.windows["today"])
+        snap.month = month
+        snap.month_rt_mean = month.rt_sum_ms / month.rounds / 1000 if month.rounds else None
         idle = rules.session_idle_ms
         oldest: int | None = None
         for start, _since, last in st.pending.values():
@@ -360,7 +506,9 @@ class Aggregates:
             cumulative += n
             snap.histogram[le] = cumulative
         snap.response_seconds_sum = t.sum_ms / 1000
-        if not (any_data or snap.waiting or t.rounds):
+        if agent and self.scoring is not None:
+            self.scoring(snap, st.execution, now_ms)
+        if not (any_data or snap.waiting or t.rounds or month.rounds or month.sales_units):
             return None
         return snap
 

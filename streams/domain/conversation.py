@@ -14,6 +14,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+from streams.domain.attribution import OrderRec, Reply, attribute
 from streams.domain.facts import (
     AD_BUYER,
     AGENT_MSG,
@@ -22,12 +23,13 @@ from streams.domain.facts import (
     FIRST,
     PENDING,
     PUT,
+    RATING,
     ROUND,
     UNANSWERED,
     Fact,
     stable_hash,
 )
-from streams.domain.model import ChatEvent
+from streams.domain.model import ChatEvent, OrderEvent, RatingEvent
 from streams.domain.rules import Filters, ShopRules
 
 ACCEPTED = "accepted"
@@ -137,7 +139,7 @@ class Core:
         elif ev.sender == "agent" and ev.agent_id is not None:
             if not ad:
                 fid = stable_hash(shop, ev.message_id)
-                out.append(Fact(PUT, AGENT_MSG, shop, ev.agent_id, fid, ts))
+                out.append(Fact(PUT, AGENT_MSG, shop, ev.agent_id, fid, ts, 0, ctx.buyer_hash))
             if self.p_start >= 0:
                 if self.p_counted:
                     since = self.p_start
@@ -183,11 +185,15 @@ class Core:
 class Conversation:
     """De-duplication and reordering around `Core`; the unit stored per conversation key."""
 
-    __slots__ = ("base", "buyer", "head", "max_ts", "pending", "seen", "shop", "tail")
+    __slots__ = (
+        "base", "buyer", "head", "max_ts", "orders", "pending", "replies", "seen", "shop", "tail"
+    )
 
     def __init__(self, shop: str, buyer: str) -> None:
         self.shop = shop
         self.buyer = buyer
+        self.replies: list[Reply] = []  # human replies (ts, agent), for attribution
+        self.orders: dict[str, OrderRec] = {}
         self.base = Core()
         self.head = self.base
         self.tail: list[tuple[SortKey, ChatEvent, list[Fact]]] = []
@@ -200,6 +206,11 @@ class Conversation:
         if ev.message_id in self.seen:
             return DUPLICATE
         self.seen.add(ev.message_id)
+        if ev.sender == "agent" and ev.event == "message" and ev.agent_id is not None:
+            bisect.insort(self.replies, (ev.ts, ev.agent_id))
+            self._prune_replies(ctx)
+            if self.orders:
+                self.reattribute(ctx, out)
         window = ctx.rules.reorder_window_ms
         outcome = LATE if self.max_ts >= 0 and ev.ts < self.max_ts - window else ACCEPTED
         key = (ev.ts, ev.message_id)
@@ -267,6 +278,59 @@ class Conversation:
         self.base = base
         del tail[:n]
 
+    # -- orders and ratings ------------------------------------------------------------------
+
+    def process_order(self, ev: OrderEvent, ctx: Ctx, out: list[Fact]) -> str:
+        ident = f"\x00o{ev.order_id}\x1f{ev.status}\x1f{ev.ts}\x1f{ev.amount}"
+        if ident in self.seen:
+            return DUPLICATE
+        self.seen.add(ident)
+        rec = self.orders.get(ev.order_id)
+        if rec is None:
+            rec = self.orders[ev.order_id] = OrderRec()
+        rec.apply(ev)
+        self._emit_order(ev.order_id, rec, ctx, out)
+        return ACCEPTED
+
+    def process_rating(self, ev: RatingEvent, ctx: Ctx, out: list[Fact]) -> str:
+        ident = f"\x00r{ev.agent_id}\x1f{ev.ts}"
+        if ident in self.seen:
+            return DUPLICATE
+        self.seen.add(ident)
+        if not self.head.is_ad(ev.ts):
+            fid = stable_hash("rating", ctx.shop, ctx.buyer, ev.agent_id, str(ev.ts))
+            out.append(Fact(PUT, RATING, ctx.shop, ev.agent_id, fid, ev.ts, ev.score))
+        return ACCEPTED
+
+    def reattribute(self, ctx: Ctx, out: list[Fact]) -> None:
+        """Replies changed: re-credit every known order (a buyer has few)."""
+        for order_id, rec in self.orders.items():
+            self._emit_order(order_id, rec, ctx, out)
+
+    def _emit_order(self, order_id: str, rec: OrderRec, ctx: Ctx, out: list[Fact]) -> None:
+        if self.head.is_ad(rec.at):
+            want: dict[tuple[str, int], Fact] = {}  # ad buyers are left out of every KPI
+        else:
+            credited, assists = attribute(self.replies, rec.at, ctx.rules.attribution_window_ms)
+            want = rec.facts(ctx.shop, ctx.buyer_hash, order_id, credited, assists)
+        have = rec.emitted
+        if want == have:
+            return
+        for ident, f in have.items():
+            if ident not in want:
+                out.append(f._replace(op=DEL))
+        for ident, f in want.items():
+            if have.get(ident) != f:
+                out.append(f)
+        rec.emitted = want
+
+    def _prune_replies(self, ctx: Ctx) -> None:
+        """Keep two attribution windows of replies: enough for orders that lag a day."""
+        replies = self.replies
+        horizon = replies[-1][0] - 2 * ctx.rules.attribution_window_ms
+        if replies[0][0] < horizon:
+            del replies[: bisect.bisect_left(replies, (horizon, ""))]
+
     def pending_changes(self, ctx: Ctx, out: list[Fact]) -> None:
         """Emit the change of the 'waiting now' record since the last call (once per batch)."""
         want = self.head.pending_fact(ctx)
@@ -294,6 +358,8 @@ class Conversation:
             "m": self.max_ts,
             "s": sorted(self.seen),
             "p": None if p is None else [p.agent, p.ts, p.a, p.b],
+            "r": [list(r) for r in self.replies],
+            "o": {k: rec.to_list() for k, rec in self.orders.items()},
         }
 
     @staticmethod
@@ -314,6 +380,8 @@ class Conversation:
             head.apply(e, ctx, made)
             c.tail.append(((e.ts, e.message_id), e, made))
         c.head = head if c.tail else c.base
+        c.replies = [(int(ts), str(a)) for ts, a in d.get("r", ())]
+        c.orders = {k: OrderRec.from_list(v, ctx.shop) for k, v in d.get("o", {}).items()}
         p = d.get("p")
         if p is not None:
             c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])

@@ -15,10 +15,11 @@ import orjson
 from streams.domain.aggregates import SEP, Aggregates
 from streams.domain.conversation import ACCEPTED, DUPLICATE, LATE, Conversation, Ctx
 from streams.domain.facts import Fact, agent_key
-from streams.domain.model import AgentSnapshot, ChatEvent
+from streams.domain.model import AgentSnapshot, ChatEvent, OrderEvent, RatingEvent
 from streams.domain.rules import Filters, Lines, ShopRules
 
 RulesFor = Callable[[str], ShopRules]
+InputEvent = ChatEvent | OrderEvent | RatingEvent
 TeamOf = Callable[[str], str]
 
 
@@ -29,21 +30,35 @@ class ConversationStage:
         self.rules_for = rules_for
         self.filters = filters
         self.conversations: dict[str, Conversation] = {}
-        self.outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0, LATE: 0}
+        self.outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0, LATE: 0}  # chat
+        self.order_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
+        self.rating_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
+
+    def outcome_counters(self) -> list[tuple[str, dict[str, int]]]:
+        """(input kind, outcome counts) for every input topic."""
+        return [
+            ("chat", self.outcomes), ("orders", self.order_outcomes),
+            ("ratings", self.rating_outcomes),
+        ]
 
     def ctx(self, shop: str, buyer: str) -> Ctx:
         return Ctx(shop, buyer, self.rules_for(shop), self.filters)
 
     def process_batch(
         self,
-        events: Iterable[ChatEvent],
+        events: Iterable[InputEvent],
         load: Callable[[str, Ctx], Conversation | None] | None = None,
     ) -> tuple[list[Fact], set[str]]:
-        """Apply events in arrival order; return the facts and the keys of changed state."""
+        """Apply chat, order and rating events in arrival order.
+
+        Returns the facts and the keys of the conversations whose state changed.
+        """
         facts: list[Fact] = []
         touched: dict[str, tuple[Conversation, Ctx]] = {}
         convs = self.conversations
         outcomes = self.outcomes
+        order_outcomes = self.order_outcomes
+        rating_outcomes = self.rating_outcomes
         for ev in events:
             key = ev.conversation_key
             entry = touched.get(key)
@@ -56,7 +71,13 @@ class ConversationStage:
                     conv = Conversation(ev.shop_id, ev.buyer_id)
                 convs[key] = conv
                 entry = touched[key] = (conv, ctx)
-            outcomes[entry[0].process(ev, entry[1], facts)] += 1
+            conv, ctx = entry
+            if isinstance(ev, ChatEvent):
+                outcomes[conv.process(ev, ctx, facts)] += 1
+            elif isinstance(ev, OrderEvent):
+                order_outcomes[conv.process_order(ev, ctx, facts)] += 1
+            else:
+                rating_outcomes[conv.process_rating(ev, ctx, facts)] += 1
         for conv, ctx in touched.values():
             conv.pending_changes(ctx, facts)
         return facts, set(touched)
@@ -84,7 +105,7 @@ class Engine:
     def outcomes(self) -> dict[str, int]:
         return self.stage1.outcomes
 
-    def feed(self, events: Sequence[ChatEvent]) -> list[Fact]:
+    def feed(self, events: Sequence[InputEvent]) -> list[Fact]:
         facts, _ = self.stage1.process_batch(events)
         wire = [Fact.from_wire(f.shop, f.agent, f.to_wire()) for f in facts]
         self.stage2.apply(wire)

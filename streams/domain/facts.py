@@ -19,6 +19,14 @@ AGENT_MSG = "m"  # a human message from the agent (Q/A numerator): ts
 BUYER_MSG = "b"  # a buyer message assigned to the agent (Q/A denominator): ts
 PENDING = "p"  # a round waiting now: fid = conversation, ts = round start, a = assigned, b = last
 AD_BUYER = "x"  # a buyer became an ad buyer (shop level, agent ""): ts
+ORDER = "o"  # an order credited to the agent ("" = silent order): ts = created, b = buyer
+PAID = "$"  # a credited order was paid: ts = paid, a = amount in 1/10000 units, b = buyer
+REFUND = "R"  # a refund of a credited order: ts, a = amount units, b = order
+ASSIST = "A"  # the agent helped on an order credited to another agent: ts = created, b = order
+RATING = "*"  # a buyer rated the agent: ts, a = score 1..5
+EXECUTION = "E"  # supervisor-entered points: fid = period, ts = period start, a = points×100
+
+MONEY_SCALE = 10_000  # amounts travel as integers of 1/10000 of the shop's currency
 
 PUT = 1
 DEL = 0

@@ -50,6 +50,7 @@ class WindowKpis:
     """
 
     rounds: int = 0
+    rt_sum_ms: int = 0
     rt_mean: float | None = None
     rt_quantiles: dict[float, float] = field(default_factory=dict)
     first_rounds: int = 0
@@ -60,6 +61,19 @@ class WindowKpis:
     replied: int = 0
     agent_messages: int = 0
     buyer_messages: int = 0
+    # business (SPEC §1); money in 1/10000 units of the shop's currency, exact
+    inquiries: int = 0  # 询单人数: distinct buyers who got a human reply
+    converted: int = 0  # of those, buyers who paid an order credited to the agent (by now)
+    ordered_buyers: int = 0
+    paid_buyers: int = 0
+    paid_orders: int = 0
+    sales_units: int = 0
+    refunded_orders: int = 0
+    refund_units: int = 0
+    assists: int = 0
+    ratings: int = 0
+    rating_sum: int = 0
+    ratings_good: int = 0  # score >= 4
 
     def within_ratio(self, level: str) -> float | None:
         return self.within.get(level, 0) / self.rounds if self.rounds else None
@@ -71,6 +85,59 @@ class WindowKpis:
     @property
     def qa_ratio(self) -> float | None:
         return self.agent_messages / self.buyer_messages if self.buyer_messages else None
+
+    @property
+    def conversion_rate(self) -> float | None:
+        return self.converted / self.inquiries if self.inquiries else None
+
+    @property
+    def payment_success_rate(self) -> float | None:
+        return self.paid_buyers / self.ordered_buyers if self.ordered_buyers else None
+
+    @property
+    def sales(self) -> float:
+        return self.sales_units / MONEY_SCALE
+
+    @property
+    def average_order_value(self) -> float | None:
+        return self.sales_units / MONEY_SCALE / self.paid_buyers if self.paid_buyers else None
+
+    @property
+    def refund_rate(self) -> float | None:
+        return self.refunded_orders / self.paid_orders if self.paid_orders else None
+
+    @property
+    def csat_mean(self) -> float | None:
+        return self.rating_sum / self.ratings if self.ratings else None
+
+    @property
+    def csat_good_share(self) -> float | None:
+        return self.ratings_good / self.ratings if self.ratings else None
+
+    def add(self, other: WindowKpis) -> None:
+        """Sum the countable fields (month = Σ days); quantiles and means are not summable."""
+        for name in SUMMABLE:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for level, n in other.within.items():
+            self.within[level] = self.within.get(level, 0) + n
+
+
+MONEY_SCALE = 10_000
+SUMMABLE = (
+    "rounds", "rt_sum_ms", "first_rounds", "received", "replied", "agent_messages",
+    "buyer_messages", "inquiries", "converted", "ordered_buyers", "paid_buyers", "paid_orders",
+    "sales_units", "refunded_orders", "refund_units", "assists", "ratings", "rating_sum",
+    "ratings_good",
+)
+
+
+@dataclass(slots=True)
+class ScoreCard:
+    """绩效考核表: points per item (SPEC §1), total out of 100, pass at the configured score."""
+
+    items: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0
+    passed: bool = False
 
 
 @dataclass(slots=True)
@@ -87,6 +154,11 @@ class AgentSnapshot:
     within_total: dict[str, int] = field(default_factory=dict)
     histogram: dict[float, int] = field(default_factory=dict)  # cumulative, le -> count
     response_seconds_sum: float = 0.0
+    month: WindowKpis | None = None  # business KPIs since local month start (Σ days)
+    month_rt_mean: float | None = None
+    sales_target: float | None = None
+    target_completion: dict[str, float] = field(default_factory=dict)  # "today"/"month"
+    score: dict[str, ScoreCard] = field(default_factory=dict)  # "today"/"month"
 
     def oldest_wait_seconds(self, now_ms: int) -> float:
         if self.oldest_wait_since_ms is None:

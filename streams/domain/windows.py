@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 
-from streams.domain.rules import MINUTE_MS, ShopRules
+from streams.domain.rules import MINUTE_MS, ShopRules, zone
 
 HISTOGRAM_BUCKETS: tuple[float, ...] = (1, 5, 10, 20, 30, 40, 60, 120, 180, 300, 600, math.inf)
 
@@ -25,9 +26,39 @@ def window_starts(now_ms: int, rules: ShopRules) -> dict[str, int]:
 
 
 def retention_start(now_ms: int, rules: ShopRules) -> int:
-    """Oldest ms any window still needs: the earlier of today's start and the 1h window."""
-    starts = window_starts(now_ms, rules)
-    return min(starts.values())
+    """Oldest ms the minute buckets must keep.
+
+    The earlier of the 1h window and the start of the local day an hour ago: yesterday stays
+    whole until 01:00, so it can be summed into its day summary in one piece.
+    """
+    minute_start = (now_ms // MINUTE_MS) * MINUTE_MS
+    return min(minute_start - 59 * MINUTE_MS, rules.day_start_ms(now_ms - 3_600_000))
+
+
+def period_start_ms(period: str, now_ms: int, rules: ShopRules) -> int:
+    """Start of a scorecard period: "today", "month", "YYYY-MM-DD" or "YYYY-MM" (shop time)."""
+    if period == "today":
+        return rules.day_start_ms(now_ms)
+    if period == "month":
+        return month_start_ms(now_ms, rules)
+    tz = zone(rules.timezone)
+    try:
+        if len(period) == 7:
+            local = datetime.strptime(period, "%Y-%m").replace(tzinfo=tz)
+        else:
+            local = datetime.strptime(period, "%Y-%m-%d").replace(tzinfo=tz)
+    except ValueError:
+        raise ValueError(
+            f"period must be today, month, YYYY-MM or YYYY-MM-DD, got {period!r}"
+        ) from None
+    return int(local.timestamp() * 1000)
+
+
+def month_start_ms(now_ms: int, rules: ShopRules) -> int:
+    """Local midnight of the first day of the month holding `now_ms` (shop time zone)."""
+    local = datetime.fromtimestamp(now_ms / 1000, zone(rules.timezone))
+    first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return int(first.timestamp() * 1000)
 
 
 def nearest_rank(sorted_values: Sequence[float], q: float) -> float:

@@ -5,11 +5,12 @@ No buyer ids, order ids or message text: only what the Prometheus labels may car
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from streams.domain.model import LEVELS, WINDOWS, AgentSnapshot, WindowKpis
+from streams.domain.model import LEVELS, MONEY_SCALE, WINDOWS, AgentSnapshot, WindowKpis
 from streams.export.prometheus import State
 
 
@@ -28,6 +29,22 @@ def _window(w: WindowKpis) -> dict[str, Any]:
         "agent_messages": w.agent_messages,
         "buyer_messages": w.buyer_messages,
         "qa_ratio": w.qa_ratio,
+        "inquiries": w.inquiries,
+        "converted_buyers": w.converted,
+        "conversion_rate": w.conversion_rate,
+        "ordered_buyers": w.ordered_buyers,
+        "paid_buyers": w.paid_buyers,
+        "paid_orders": w.paid_orders,
+        "payment_success_rate": w.payment_success_rate,
+        "sales_amount": str(Decimal(w.sales_units) / MONEY_SCALE),
+        "average_order_value": w.average_order_value,
+        "refunded_orders": w.refunded_orders,
+        "refund_amount": str(Decimal(w.refund_units) / MONEY_SCALE),
+        "refund_rate": w.refund_rate,
+        "assists": w.assists,
+        "ratings": w.ratings,
+        "csat_mean": w.csat_mean,
+        "csat_good_ratio": w.csat_good_share,
     }
 
 
@@ -45,6 +62,15 @@ def agent_dict(s: AgentSnapshot, state: State, now_ms: int) -> dict[str, Any]:
         "targets": {**lines.as_levels(), "page_wait": lines.page_wait},
         "rounds_total": s.rounds_total,
         "windows": {w: _window(s.windows[w]) for w in WINDOWS if w in s.windows},
+        "month": None if s.month is None else {
+            **_window(s.month), "response_time_mean_seconds": s.month_rt_mean,
+        },
+        "sales_target": s.sales_target,
+        "target_completion": s.target_completion,
+        "scorecard": {
+            period: {"items": card.items, "total": card.total, "passed": card.passed}
+            for period, card in s.score.items()
+        },
     }
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 from prometheus_client import REGISTRY, generate_latest
 
 from streams.config import Config
-from streams.domain.model import LEVELS, QUANTILES, WINDOWS, AgentSnapshot
+from streams.domain.model import LEVELS, MONEY_SCALE, QUANTILES, WINDOWS, AgentSnapshot, WindowKpis
 from streams.pipeline.clock import Clock
 from streams.pipeline.runtime import Health
 
@@ -72,6 +72,33 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_rounds_total": ("counter", "Answered rounds, for SLO burn rates."),
     "kefu_rounds_within_target_total": ("counter", "Rounds answered within a line."),
     "kefu_response_time_histogram_seconds": ("histogram", "Response-time distribution."),
+    "kefu_rounds_within_target": ("gauge", "Rounds answered within a line (for team ratios)."),
+    "kefu_inquiries": ("gauge", "Distinct buyers who got a human reply (询单人数)."),
+    "kefu_converted_buyers": ("gauge", "Inquired buyers who paid an order credited to the agent."),
+    "kefu_conversion_rate": ("gauge", "Converted / inquired buyers, cohort (询单转化率)."),
+    "kefu_ordered_buyers": ("gauge", "Buyers with an order credited to the agent."),
+    "kefu_paid_buyers": ("gauge", "Buyers with a paid order credited to the agent."),
+    "kefu_paid_orders": ("gauge", "Paid orders credited to the agent."),
+    "kefu_payment_success_rate": ("gauge", "Paid / ordered buyers (付款成功率)."),
+    "kefu_sales_amount": ("gauge", "Paid amount of credited orders (销售额)."),
+    "kefu_average_order_value": ("gauge", "Sales / paid buyers (客单价)."),
+    "kefu_refunded_orders": ("gauge", "Credited orders refunded in the window."),
+    "kefu_refund_amount": ("gauge", "Refunded amount of credited orders."),
+    "kefu_refund_rate": ("gauge", "Refunded / paid credited orders (退款率)."),
+    "kefu_assists": ("gauge", "Orders the agent helped on, credited to another (协助跟进)."),
+    "kefu_ratings": ("gauge", "Satisfaction ratings received."),
+    "kefu_ratings_good": ("gauge", "Ratings of 4 or 5."),
+    "kefu_rating_score_sum": ("gauge", "Sum of rating scores (for team means)."),
+    "kefu_csat_mean": ("gauge", "Mean rating 1–5 (满意度)."),
+    "kefu_csat_good_ratio": ("gauge", "Share of ratings >= 4."),
+    "kefu_sales_target": ("gauge", "Planned monthly sales from the roster."),
+    "kefu_target_completion_ratio": ("gauge", "Sales / planned target (指标完成率)."),
+    "kefu_score_points": ("gauge", "Scorecard points per item (绩效考核表)."),
+    "kefu_score_total": ("gauge", "Scorecard total out of 100."),
+    "kefu_score_passed": ("gauge", "1 when the scorecard total reaches the pass score."),
+    "kefu_silent_ordered_buyers": ("gauge", "Buyers who ordered, no agent to credit (静默下单)."),
+    "kefu_silent_paid_orders": ("gauge", "Paid silent orders."),
+    "kefu_silent_sales_amount": ("gauge", "Paid amount of silent orders."),
     "kefu_ad_buyers": ("gauge", "Distinct ad/spam buyers flagged in the window (广告/骚扰)."),
     "kefu_events_total": ("counter", "Input events by outcome."),
     "kefu_deadletter_total": ("counter", "Dead-lettered events by reason."),
@@ -79,6 +106,7 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_event_lag_seconds": ("gauge", "How far behind the input this worker is (0 = caught up)."),
     "kefu_snapshot_timestamp_seconds": ("gauge", "The *now* of the exported KPI snapshot."),
     "kefu_owned_partitions": ("gauge", "Partitions this worker owns and exports."),
+    "kefu_consumer_lag_messages": ("gauge", "Unread input messages per owned partition."),
     "kefu_exported_agents": ("gauge", "(shop, agent) series sets this worker exports."),
     "kefu_worker_ready": ("gauge", "1 once state is recovered and the worker is consuming."),
 }
@@ -90,11 +118,12 @@ def render(state: State) -> bytes:
     snaps = sorted(state.snapshots.values(), key=lambda s: (s.shop, s.agent))
     for s in snaps:
         _agent(out, s, state.clock.now_ms())
+    agents = sum(1 for s in snaps if s.agent)
     _targets(out, state, snaps)
     for shop, per_window in sorted(state.ad_buyers.items()):
         for window, n in per_window.items():
             out["kefu_ad_buyers"].append(f'{{shop="{_esc(shop)}",window="{window}"}} {n}')
-    _pipeline(out, state, len(snaps))
+    _pipeline(out, state, agents)
     lines: list[str] = []
     for name, (kind, text) in HELP.items():
         samples = out[name]
@@ -115,12 +144,17 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot, now_ms: int) -> None:
     out["kefu_waiting_buyers"].append(f"{{{base}}} {s.waiting}")
     out["kefu_oldest_wait_seconds"].append(f"{{{base}}} {_num(s.oldest_wait_seconds(now_ms))}")
     if not s.agent:
-        return  # the shop queue has waiting buyers only
+        _silent(out, s)
+        return
     for window in WINDOWS:
         w = s.windows.get(window)
         if w is None:
             continue
         wl = f'{base},window="{window}"'
+        _business(out, wl, w)
+        for level in LEVELS:
+            n = w.within.get(level, 0)
+            out["kefu_rounds_within_target"].append(f'{{{wl},level="{level}"}} {n}')
         out["kefu_rounds"].append(f"{{{wl}}} {w.rounds}")
         out["kefu_first_rounds"].append(f"{{{wl}}} {w.first_rounds}")
         out["kefu_received_buyers"].append(f"{{{wl}}} {w.received}")
@@ -147,6 +181,27 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot, now_ms: int) -> None:
             out["kefu_reply_rate"].append(f"{{{wl}}} {_num(w.reply_rate)}")
         if w.qa_ratio is not None:
             out["kefu_qa_ratio"].append(f"{{{wl}}} {_num(w.qa_ratio)}")
+    if s.month is not None:
+        wl = f'{base},window="month"'
+        m = s.month
+        _business(out, wl, m)
+        out["kefu_rounds"].append(f"{{{wl}}} {m.rounds}")
+        out["kefu_received_buyers"].append(f"{{{wl}}} {m.received}")
+        out["kefu_replied_buyers"].append(f"{{{wl}}} {m.replied}")
+        if m.reply_rate is not None:
+            out["kefu_reply_rate"].append(f"{{{wl}}} {_num(m.reply_rate)}")
+        if s.month_rt_mean is not None:
+            out["kefu_response_time_mean_seconds"].append(f"{{{wl}}} {_num(s.month_rt_mean)}")
+    if s.sales_target is not None:
+        out["kefu_sales_target"].append(f"{{{base}}} {_num(s.sales_target)}")
+    for window, ratio in s.target_completion.items():
+        out["kefu_target_completion_ratio"].append(f'{{{base},window="{window}"}} {_num(ratio)}')
+    for period, card in s.score.items():
+        pl = f'{base},period="{period}"'
+        for item, points in card.items.items():
+            out["kefu_score_points"].append(f'{{{pl},item="{item}"}} {_num(points)}')
+        out["kefu_score_total"].append(f"{{{pl}}} {_num(card.total)}")
+        out["kefu_score_passed"].append(f"{{{pl}}} {1 if card.passed else 0}")
     out["kefu_rounds_total"].append(f"{{{base}}} {s.rounds_total}")
     for level in LEVELS:
         n = s.within_total.get(level, 0)
@@ -157,6 +212,45 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot, now_ms: int) -> None:
         hist.append(f'{name}_bucket{{{base},le="{_num(float(le))}"}} {n}')
     hist.append(f"{name}_sum{{{base}}} {_num(s.response_seconds_sum)}")
     hist.append(f"{name}_count{{{base}}} {s.rounds_total}")
+
+
+def _business(out: dict[str, list[str]], wl: str, w: WindowKpis) -> None:
+    """The sales half of SPEC §4 for one window; ratios only when their denominator is > 0."""
+    counts = (
+        ("kefu_inquiries", w.inquiries), ("kefu_converted_buyers", w.converted),
+        ("kefu_ordered_buyers", w.ordered_buyers), ("kefu_paid_buyers", w.paid_buyers),
+        ("kefu_paid_orders", w.paid_orders), ("kefu_refunded_orders", w.refunded_orders),
+        ("kefu_assists", w.assists), ("kefu_ratings", w.ratings),
+        ("kefu_ratings_good", w.ratings_good), ("kefu_rating_score_sum", w.rating_sum),
+    )
+    for name, n in counts:
+        out[name].append(f"{{{wl}}} {n}")
+    out["kefu_sales_amount"].append(f"{{{wl}}} {_num(w.sales)}")
+    out["kefu_refund_amount"].append(f"{{{wl}}} {_num(w.refund_units / MONEY_SCALE)}")
+    ratios = (
+        ("kefu_conversion_rate", w.conversion_rate),
+        ("kefu_payment_success_rate", w.payment_success_rate),
+        ("kefu_average_order_value", w.average_order_value),
+        ("kefu_refund_rate", w.refund_rate),
+        ("kefu_csat_mean", w.csat_mean),
+        ("kefu_csat_good_ratio", w.csat_good_share),
+    )
+    for name, value in ratios:
+        if value is not None:
+            out[name].append(f"{{{wl}}} {_num(value)}")
+
+
+def _silent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
+    """Shop-level orders no agent can be credited with (静默下单), kept under agent ""."""
+    shop = f'shop="{_esc(s.shop)}"'
+    windows = [(w, s.windows[w]) for w in WINDOWS if w in s.windows]
+    if s.month is not None:
+        windows.append(("month", s.month))
+    for window, w in windows:
+        wl = f'{shop},window="{window}"'
+        out["kefu_silent_ordered_buyers"].append(f"{{{wl}}} {w.ordered_buyers}")
+        out["kefu_silent_paid_orders"].append(f"{{{wl}}} {w.paid_orders}")
+        out["kefu_silent_sales_amount"].append(f"{{{wl}}} {_num(w.sales)}")
 
 
 def _targets(out: dict[str, list[str]], state: State, snaps: Iterable[AgentSnapshot]) -> None:
@@ -187,4 +281,6 @@ def _pipeline(out: dict[str, list[str]], state: State, agents: int) -> None:
     out["kefu_snapshot_timestamp_seconds"].append(f" {_num(state.snapshot_at_ms / 1000)}")
     out["kefu_owned_partitions"].append(f" {len(state.owned)}")
     out["kefu_exported_agents"].append(f" {agents}")
+    for part, n in sorted(state.health.backlog.items()):
+        out["kefu_consumer_lag_messages"].append(f'{{partition="{part}"}} {n}')
     out["kefu_worker_ready"].append(f" {1 if state.health.ready else 0}")

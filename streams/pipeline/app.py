@@ -48,7 +48,8 @@ class ProducerSink:
 
 def _record(event: EventT[Any]) -> Record:
     msg = event.message
-    return Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+    headers = dict(msg.headers) if msg.headers else None
+    return Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, headers)
 
 
 class JsonTable(faust.Table[str, Any]):
@@ -85,8 +86,18 @@ def broker_credentials(settings: Settings) -> Any:
     return context
 
 
-def build_app(settings: Settings, config: Config, partitions: int) -> tuple[faust.App, Runtime]:
-    """Create the Faust app for a worker; `partitions` is the chat topic's partition count."""
+def build_app(
+    settings: Settings,
+    config: Config,
+    partitions: int,
+    input_partitions: dict[str, int] | None = None,
+) -> tuple[faust.App, Runtime]:
+    """Create the Faust app for a worker.
+
+    `partitions` is the chat topic's partition count; orders and ratings topics with the same
+    count are consumed next to chat (co-partitioned), others are forwarded through the rekey
+    topic first (`input_partitions` holds the actual counts).
+    """
     codecs.register()
     rt = Runtime(settings, config, partitions)
     names = rt.names
@@ -111,7 +122,12 @@ def build_app(settings: Settings, config: Config, partitions: int) -> tuple[faus
     )
     sink = ProducerSink(app)
 
-    chat = app.topic(names.chat, names.rekey, key_serializer="raw", value_serializer="raw")
+    counts = input_partitions or {}
+    direct = [names.chat, names.rekey]
+    forwarded: list[str] = []
+    for topic in (names.orders, names.ratings):
+        (direct if counts.get(topic, partitions) == partitions else forwarded).append(topic)
+    chat = app.topic(*direct, key_serializer="raw", value_serializer="raw")
     facts = app.topic(names.facts, key_serializer="raw", value_serializer="raw")
     conversations = _table(app, "conversations", partitions)
     aggregates = _table(app, "aggregates", partitions)
@@ -121,7 +137,19 @@ def build_app(settings: Settings, config: Config, partitions: int) -> tuple[faus
     @app.agent(chat, name="kefu-conversations")
     async def conversation_agent(stream: Any) -> None:
         async for events in stream.take_events(batch_max, within):
-            await rt.on_chat_batch([_record(e) for e in events], sink)
+            await rt.on_input_batch([_record(e) for e in events], sink)
+
+    if forwarded:
+        log.warning("%s partitioned unlike %s: forwarding through %s", forwarded, names.chat,
+                    names.rekey)
+        other = app.topic(*forwarded, key_serializer="raw", value_serializer="raw")
+
+        @app.agent(other, name="kefu-forward")
+        async def forward_agent(stream: Any) -> None:
+            async for events in stream.take_events(batch_max, within):
+                await rt.on_forward_batch([_record(e) for e in events], sink)
+
+        del forward_agent
 
     @app.agent(facts, name="kefu-aggregates")
     async def aggregate_agent(stream: Any) -> None:
@@ -154,7 +182,7 @@ def build_app(settings: Settings, config: Config, partitions: int) -> tuple[faus
         rt.health.backlog = backlog
         await rt.tick(sink)
 
-    web.register(app, rt)
+    web.register(app, rt, sink)
 
     del conversation_agent, aggregate_agent, on_assigned, on_recover, refresh
     return app, rt

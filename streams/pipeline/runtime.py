@@ -16,20 +16,22 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
 from streams.config import Config, Settings
+from streams.domain import scorecard
 from streams.domain.aggregates import SEP, Aggregates
 from streams.domain.conversation import Conversation
-from streams.domain.engine import ConversationStage
-from streams.domain.facts import Fact, agent_key, split_agent_key
-from streams.domain.model import AgentSnapshot, ChatEvent
+from streams.domain.engine import ConversationStage, InputEvent
+from streams.domain.facts import EXECUTION, PUT, Fact, agent_key, split_agent_key, stable_hash
+from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
-from streams.events import Rejected, dead_letter_headers, decode_chat
+from streams.domain.windows import month_start_ms, period_start_ms
+from streams.events import Rejected, dead_letter_headers, decode_chat, decode_order, decode_rating
 from streams.pipeline.clock import Clock
 from streams.pipeline.partitioning import partition_of
 
@@ -47,6 +49,14 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: dict[str, bytes] | None = None
+
+
+KIND_HEADER = "kefu-kind"
+Decoder = Callable[[bytes, int], InputEvent]
+DECODERS: dict[str, Decoder] = {
+    "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
+}
 
 
 class Sink(Protocol):
@@ -67,6 +77,8 @@ class Names:
     """Topic names: the public input topics and the worker's internal ones."""
 
     chat: str
+    orders: str
+    ratings: str
     rekey: str
     facts: str
     deadletter: str
@@ -78,12 +90,16 @@ class Names:
         app = settings.app_id
         return Names(
             chat=settings.topic_chat,
+            orders=settings.topic_orders,
+            ratings=settings.topic_ratings,
             rekey=f"{app}-chat-rekey",
             facts=f"{app}-facts",
             deadletter=settings.topic_deadletter,
             conv_changelog=f"{app}-conversations-changelog",
             agg_changelog=f"{app}-aggregates-changelog",
         )
+
+    chat_kind = "chat"
 
 
 @dataclass
@@ -142,6 +158,10 @@ class Runtime:
         self.clock = Clock(settings.clock)
         self.stage1 = ConversationStage(config.rules, config.filters)
         self.aggs = Aggregates(config.rules, self._lines_for, config.team_of)
+        self.aggs.scoring = self._score
+        names = self.names
+        self.topic_of_kind = {"chat": names.chat, "orders": names.orders, "ratings": names.ratings}
+        self.kind_of_topic = {t: k for k, t in self.topic_of_kind.items()}
         self.snapshots: dict[tuple[str, str], AgentSnapshot] = {}
         self.ad_buyers: dict[str, dict[str, int]] = {}
         self.events_total: Counter[tuple[str, str]] = Counter()
@@ -155,45 +175,66 @@ class Runtime:
     def _lines_for(self, shop: str, agent: str) -> Lines:
         return self.config.lines(shop, self.config.team_of(agent))
 
+    def _score(self, snap: AgentSnapshot, execution: dict[int, float], now: int) -> None:
+        config = self.config
+        rules = config.rules(snap.shop)
+        info = config.agent(snap.agent)
+        scorecard.fill(
+            snap, execution, now,
+            shop=rules, lines=config.lines(snap.shop, snap.team),
+            rules=config.scorecard(snap.team),
+            sales_target=info.sales_target if info else None,
+            day_start=rules.day_start_ms(now), month_start=month_start_ms(now, rules),
+        )
+
     def use_table(self, store: MutableMapping[str, Any]) -> None:
         """Keep conversations in the Faust table's local store (recovered by Faust)."""
         self.stage1.conversations = ConversationTable(store, self.stage1)  # type: ignore[assignment]
 
     # -- stage 1: chat events → facts ------------------------------------------------------------
 
-    async def on_chat_batch(self, records: Sequence[Record], sink: Sink) -> None:
+    def _decoder(self, rec: Record) -> tuple[str, Decoder]:
+        """(input kind, decoder) of a record: by topic, or by header on the rekey topic."""
         names = self.names
-        good: list[ChatEvent] = []
+        kind = self.kind_of_topic.get(rec.topic)
+        if kind is None:  # the internal rekey topic: the header says what it carries
+            kind = (rec.headers or {}).get(KIND_HEADER, b"chat").decode()
+        return kind, DECODERS.get(kind, DECODERS[names.chat_kind])
+
+    async def on_input_batch(self, records: Sequence[Record], sink: Sink) -> None:
+        """Stage 1: chat, order and rating events of the partitions this worker owns."""
+        names = self.names
+        good: list[InputEvent] = []
         early: list[Awaitable[Any]] = []
         counts = self.events_total
         max_bytes = self.settings.max_event_bytes
         for rec in records:
             self.last_offsets[(rec.topic, rec.partition)] = rec.offset
+            kind, decode = self._decoder(rec)
+            topic = self.topic_of_kind[kind]
             raw = rec.value or b""
             try:
-                ev = decode_chat(raw, max_bytes)
+                ev = decode(raw, max_bytes)
             except Rejected as exc:
-                counts[(names.chat, "rejected")] += 1
-                self.rejected_reasons[(names.chat, exc.reason.split(":")[0])] += 1
-                headers = dead_letter_headers(exc.reason, rec.topic, rec.partition, rec.offset)
+                counts[(topic, "rejected")] += 1
+                self.rejected_reasons[(topic, exc.reason.split(":")[0])] += 1
+                headers = dead_letter_headers(exc.reason, topic, rec.partition, rec.offset)
                 early.append(await sink.send(names.deadletter, rec.key, raw, None, headers))
                 continue
             key = ev.conversation_key.encode()
             if rec.key != key and rec.topic != names.rekey:
-                # Keyed otherwise: send it where its conversation lives; processed from there.
-                part = partition_of(key, self.partitions)
-                early.append(await sink.send(names.rekey, key, raw, part))
-                counts[(names.chat, "rekeyed")] += 1
+                early.append(await self._rekey(kind, key, raw, sink))
+                counts[(topic, "rekeyed")] += 1
                 continue
             good.append(ev)
         facts, touched = self.stage1.process_batch(good)
         for ev in good:
             self.clock.observe(ev.ts)
-        outcomes = self.stage1.outcomes
-        for outcome, n in outcomes.items():
-            if n:
-                counts[(names.chat, outcome)] += n
-                outcomes[outcome] = 0
+        for kind, outcomes in self.stage1.outcome_counters():
+            for outcome, n in outcomes.items():
+                if n:
+                    counts[(self.topic_of_kind[kind], outcome)] += n
+                    outcomes[outcome] = 0
         early.extend(await self._send_facts(facts, sink))
         if early:
             await asyncio.gather(*early)
@@ -209,6 +250,28 @@ class Runtime:
         if late:
             await asyncio.gather(*late)
         self.health.last_batch_at = time.time()
+
+    async def _rekey(self, kind: str, key: bytes, raw: bytes, sink: Sink) -> Awaitable[Any]:
+        """Send an event to where its conversation lives; it is processed from there."""
+        part = partition_of(key, self.partitions)
+        return await sink.send(self.names.rekey, key, raw, part, [(KIND_HEADER, kind.encode())])
+
+    async def on_forward_batch(self, records: Sequence[Record], sink: Sink) -> None:
+        """Input topics partitioned unlike the chat topic: everything goes through the rekey
+        topic, so orders still meet their conversation on one partition."""
+        futures: list[Awaitable[Any]] = []
+        for rec in records:
+            kind, decode = self._decoder(rec)
+            topic = self.topic_of_kind[kind]
+            raw = rec.value or b""
+            try:
+                key = decode(raw, self.settings.max_event_bytes).conversation_key.encode()
+            except Rejected:
+                key = rec.key or b""  # rejected where it is decoded again, with its reason
+            futures.append(await self._rekey(kind, key, raw, sink))
+            self.events_total[(topic, "rekeyed")] += 1
+        if futures:
+            await asyncio.gather(*futures)
 
     async def _send_facts(self, facts: Iterable[Fact], sink: Sink) -> list[Awaitable[Any]]:
         grouped: dict[tuple[str, str], list[list[object]]] = {}
@@ -250,6 +313,29 @@ class Runtime:
             futures.append(await sink.send(self.names.agg_changelog, kb, vb, part))
         if futures:
             await asyncio.gather(*futures)
+
+    # -- supervisor input ------------------------------------------------------------------------
+
+    async def submit_execution(
+        self, shop: str, agent: str, period: str, points: float, sink: Sink
+    ) -> dict[str, Any]:
+        """Record supervisor-entered execution points (绩效考核 执行力) for a day or a month.
+
+        Sent as an idempotent fact to the agent's partition, so it is durable, replayed on
+        recovery and applied by whichever worker owns the agent. Raises ValueError on bad input.
+        """
+        rules = self.config.rules(shop)
+        team = self.config.team_of(agent)
+        weight = self.config.scorecard(team).weights.get("execution", 0.0)
+        if not shop or not agent:
+            raise ValueError("shop and agent are required")
+        if not 0 <= points <= weight:
+            raise ValueError(f"points must be between 0 and {weight:g}")
+        start = period_start_ms(period, self.clock.now_ms(), rules)
+        fact = Fact(PUT, EXECUTION, shop, agent, stable_hash("exec", str(start)), start,
+                    round(points * 100))
+        await asyncio.gather(*await self._send_facts([fact], sink))
+        return {"shop": shop, "agent": agent, "period_start": start / 1000, "points": points}
 
     # -- rebalance and recovery ------------------------------------------------------------------
 

@@ -201,9 +201,9 @@ def alertmanager_test_config(
     for receiver in config["receivers"]:
         name = receiver["name"]
         for entry in receiver.get("pagerduty_configs", []):
-            key = secrets / f"{name}.key"
-            key.write_text(f"test-routing-key-{name}\n")
-            entry["routing_key_file"] = str(key)
+            key_file = secrets / f"{name}.key"
+            key_file.write_text(f"test-routing-key-{name}\n")
+            entry["routing_key_file"] = str(key_file)
             entry["url"] = f"{base}/{name}"
         for entry in receiver.get("slack_configs", []):
             url = secrets / f"{name}.url"
@@ -214,9 +214,9 @@ def alertmanager_test_config(
         stack = [config["route"]]
         while stack:
             route = stack.pop()
-            for key, value in timing.items():
-                if key in route or route is config["route"]:
-                    route[key] = value
+            for setting, value in timing.items():
+                if setting in route or route is config["route"]:
+                    route[setting] = value
             stack.extend(route.get("routes", []))
     return dump_yaml(config, tmp / "alertmanager.yml")
 

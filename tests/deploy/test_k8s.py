@@ -76,7 +76,8 @@ def load_generator() -> ModuleType:
 
 
 def container(deploy: dict[str, Any]) -> dict[str, Any]:
-    [c] = deploy["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = deploy["spec"]["template"]["spec"]["containers"]
+    [c] = containers
     return c
 
 
@@ -163,8 +164,8 @@ def test_worker_deployment() -> None:
 
 
 def test_every_env_var_is_one_the_worker_reads() -> None:
-    source = (ROOT / "streams" / "config.py").read_text("utf-8")
-    known = set(re.findall(r'"(KEFU_[A-Z_]+)"', source)) | {"KEFU_CONFIG"}
+    known = {name for path in (ROOT / "streams").rglob("*.py")
+             for name in re.findall(r'"(KEFU_[A-Z_]+)"', path.read_text("utf-8"))}
     unknown = set(env(one("Deployment"))) - known
     assert not unknown, f"variables the worker does not read: {unknown}"
 

@@ -33,11 +33,17 @@ The definitions (SPEC §3, with the lead's decisions where the SPEC is open):
 9. Waiting now: a counted pending round whose conversation's last event is no more than
    session_idle_ms before now waits for the current agent ("" when queued).
 10. Ad buyers: a buyer message whose text matches an ad pattern, or any event of a blocked buyer,
-    makes the buyer an ad buyer from its ts to the end of that local day.
+    makes the buyer an ad buyer from that event (in (ts, message_id) order) to the end of that
+    local day.
 11. Windows: 5m / 1h = [floor_to_minute(now) - 4 / 59 min, now]; today = [day_start(now), now].
 12. Quantiles: nearest rank on the exact values, v[ceil(q * n) - 1], with q taken as a decimal.
 13. An (shop, agent) appears when any window has a round, a message or a received buyer, or it
-    has waiting buyers.
+    has waiting buyers, or it has counters (rounds_total > 0).
+14. Counters (rounds_total, within_total, histogram, response_seconds_sum) count every counted
+    answered round ever whose reply ts <= now - reorder_window_ms (monotone: never retracted).
+
+Where a point was open or the engine chose differently from the letter of the brief, the module
+flags below name the choice; flipping one gives the other reading.
 """
 
 from __future__ import annotations
@@ -67,10 +73,15 @@ AD_TIES_BY_POSITION = True
 # Definition 13 lists only windowed data; True also keeps an entry that has counters
 # (rounds_total > 0) but nothing in any window, so exported counters never vanish.
 KEEP_ENTRIES_WITH_TOTALS = True
+# Counters (rounds_total, within_total, histogram, sum) are monotone: the engine counts a round
+# only once its reply is older than the shop's reorder window at `now`, when no late event can
+# retract or change it any more. True models that lag; False counts every round at once.
+TOTALS_LAG_REORDER_WINDOW = True
 # Definition 10: a blocked buyer is ad "from their first event", whoever sent it.
 BLOCKED_FROM_ANY_EVENT = True
 # Definition 3: a transfer sets assigned_at even when the agent does not change.
 TRANSFER_TO_SAME_AGENT_RESETS = True
+
 BUCKETS: tuple[float, ...] = (
     1.0,
     5.0,
@@ -403,7 +414,12 @@ def snapshots_from_trace(
         }
         assert tuple(windows) == WINDOWS
         waits = [w.since_ms for w in trace.waiting if w.shop == shop and w.agent == agent]
-        rts = [a.seconds for a in trace.answers if a.shop == shop and a.agent == agent]
+        settled = now_ms - rules.reorder_window_ms if TOTALS_LAG_REORDER_WINDOW else now_ms
+        rts = [
+            a.seconds
+            for a in trace.answers
+            if a.shop == shop and a.agent == agent and a.reply_ts <= settled
+        ]
         kept = KEEP_ENTRIES_WITH_TOTALS and bool(rts)
         if not waits and not kept and not any(_has_data(w) for w in windows.values()):
             continue

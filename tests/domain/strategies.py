@@ -1,9 +1,9 @@
 """Hypothesis strategies: plausible customer-service conversations and ways to deliver them.
 
-Rules are small on purpose (session_idle 60 s, unanswered_after 30 s, reorder_window 2 s,
-lines 5 / 10 / 20 s) so that a few dozen events cross every edge: bursts, bot replies,
-transfers, closes, idle gaps, queued buyers, ad texts, blocked buyers, ties in ts, windows and
-local midnight, service-hour boundaries.
+Rules are small on purpose (session_idle 60 s or 20 s, unanswered_after 30 s, reorder_window
+2 s, lines 5 / 10 / 20 s or 2 / 4 / 8 s) so that a few dozen events cross every edge: bursts,
+bot replies, transfers, closes, idle gaps, queued buyers, ad texts, blocked buyers, ties in ts,
+windows and local midnight, service-hour boundaries.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ AD_PATTERNS = (re.compile("加微信"), re.compile(r"(?i)https?://"))
 TEAMS = {"a1": "pre-sales", "a2": "after-sales", "a3": "pre-sales"}
 
 TIMEZONES = ("Asia/Shanghai", "UTC")
+LINES = (Lines(5, 10, 20), Lines(2, 4, 8))
+TIMINGS = ((60, 30), (60, 30), (20, 30))  # (session_idle, unanswered_after) in seconds
 SERVICE_HOURS: tuple[tuple[tuple[int, int], ...], ...] = (
     (),
     ((9 * 60, 23 * 60),),
@@ -128,17 +130,17 @@ _AD_TEXTS = ("加微信 a1b2", "see https://spam.example")
 def scenarios(draw: st.DrawFn, max_steps: int = 40) -> Scenario:
     shops = ["s1", "s2"][: draw(st.integers(1, 2))]
     hours = SERVICE_HOURS if chance(draw, 3) else ((),)
-    rules = {
-        shop: ShopRules(
+    rules = {}
+    for shop in shops:
+        idle_s, unanswered_s = draw(st.sampled_from(TIMINGS))
+        rules[shop] = ShopRules(
             timezone=draw(st.sampled_from(TIMEZONES)),
-            lines=Lines(5, 10, 20),
-            session_idle_ms=60 * SECOND,
-            unanswered_after_ms=30 * SECOND,
+            lines=draw(st.sampled_from(LINES)),
+            session_idle_ms=idle_s * SECOND,
+            unanswered_after_ms=unanswered_s * SECOND,
             reorder_window_ms=2 * SECOND,
             service_hours=draw(st.sampled_from(hours)),
         )
-        for shop in shops
-    }
     agents = [f"a{i}" for i in range(1, draw(st.integers(1, 4)) + 1)]
     buyers = [f"b{i}" for i in range(1, draw(st.integers(1, 6)) + 1)]
     blocked = frozenset({"b2"}) if chance(draw, 3) else frozenset()

@@ -377,7 +377,34 @@ def test_window_boundaries_inclusive() -> None:
     # buyer messages are 1 s before the replies
     assert [a.windows[w].buyer_messages for w in ("5m", "1h", "today")] == [0, 2, 4]
     assert a.rounds_total == 6
-    assert ("s1", "a2") not in s
+    # a2 has only yesterday's round: nothing in any window, but its counters keep the entry
+    a2 = s[("s1", "a2")]
+    assert [a2.windows[w].rounds for w in ("5m", "1h", "today")] == [0, 0, 0]
+    assert a2.rounds_total == 1
+
+
+def test_entries_without_counters_or_window_data_disappear() -> None:
+    c = Conv().buyer_msg(0).close(1).buyer_msg(100, None)  # a1 only got a buyer message
+    s = snap(c.events, 3 * 86400)
+    assert s == {}
+    assert ("s1", "a1") in snap(c.events, 3600)
+
+
+def test_counters_lag_by_the_reorder_window() -> None:
+    c = Conv().buyer_msg(0).reply(7)  # reorder window 2 s
+    a = snap(c.events, 8.999)[("s1", "a1")]
+    assert (a.windows["5m"].rounds, a.rounds_total, a.response_seconds_sum) == (1, 0, 0.0)
+    assert a.histogram[math.inf] == 0 and a.within_total["slow"] == 0
+    a = snap(c.events, 9)[("s1", "a1")]
+    assert (a.rounds_total, a.response_seconds_sum, a.within_total["slow"]) == (1, 7.0, 1)
+
+
+def test_ad_message_marks_from_its_position_at_equal_ts() -> None:
+    # "m-1" sorts before the ad message "m-2" at the same ts: it is not yet ad
+    c = Conv()
+    c._add(0, "buyer", "a1", mid="m-1")._add(0, "buyer", "a1", mid="m-2", text="加微信")
+    a = snap(c.events, 1)[("s1", "a1")]
+    assert (a.windows["5m"].buyer_messages, a.waiting) == (1, 1)
 
 
 def test_nearest_rank() -> None:

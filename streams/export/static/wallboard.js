@@ -598,8 +598,9 @@
       banner.setAttribute("data-reason", reason || "");
       setText($("stale-reason"), detail);
     }
-    var now = serverNow();
-    setText($("clock"), clockText(board && board.clock !== "event" ? now : Date.now() / 1000));
+    // While stale, waits stay where the last data left them: nothing is extrapolated.
+    var now = state === "stale" && board ? board.now : serverNow();
+    setText($("clock"), clockText(Date.now() / 1000));
     if (board) {
       renderOldestKpi(now);
       Object.keys(tiles).forEach(function (id) { liveTile(tiles[id], now); });
