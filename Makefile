@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
-.PHONY: venv demo test test-deps test-deps-prometheus test-deps-browser lint clean distclean
+.PHONY: venv demo generate test test-deps test-deps-prometheus test-deps-browser lint clean distclean
 
 venv: $(STAMP)
 
@@ -72,13 +72,18 @@ test-deps-browser: venv
 	@$(BIN)/python -c 'import playwright' 2>/dev/null || \
 	  $(BIN)/pip install --quiet --disable-pip-version-check playwright
 
+# Regenerate what is generated from sources (tests fail when these are stale).
+generate: venv
+	$(BIN)/python grafana/generate.py
+	$(BIN)/python deploy/k8s/generate_prometheusrule.py
+
 lint: venv
-	$(BIN)/ruff check streams tests
+	$(BIN)/ruff check streams tests grafana deploy
 	$(BIN)/mypy
 
 # pytest runs last so its summary line is the last thing printed.
 test: venv test-deps
-	$(BIN)/ruff check streams tests
+	$(BIN)/ruff check streams tests grafana deploy
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

@@ -140,6 +140,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         print(
             "\n  kefu-pulse is running.\n"
+            f"    wall-board {base}/wallboard   (?lang=en, ?shop=tmall-flagship&team=pre-sales)\n"
             f"    metrics    {base}/metrics\n"
             f"    agents     {base}/api/v1/agents\n"
             f"    health     {base}/healthz   {base}/readyz\n"
