@@ -44,8 +44,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     counts = ensure_topics(settings.bootstrap, inputs, settings=settings)
     partitions = counts[settings.topic_chat]
     # Internal topics follow the chat topic so partition p of each lives on the same worker.
-    ensure_topics(settings.bootstrap, {names.rekey: partitions, names.facts: partitions},
-                  settings=settings)
+    ensure_topics(
+        settings.bootstrap,
+        {names.rekey: partitions, names.facts: partitions, names.heartbeat: 1},
+        settings=settings,
+    )
     app, _ = build_app(settings, config, partitions, counts)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -8,7 +8,6 @@ a series (a second per scrape at 1,000 agents); process metrics still come from 
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Protocol
@@ -107,6 +106,7 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_snapshot_timestamp_seconds": ("gauge", "The *now* of the exported KPI snapshot."),
     "kefu_owned_partitions": ("gauge", "Partitions this worker owns and exports."),
     "kefu_consumer_lag_messages": ("gauge", "Unread input messages per owned partition."),
+    "kefu_broker_last_ack_timestamp_seconds": ("gauge", "When the broker last acked a heartbeat."),
     "kefu_exported_agents": ("gauge", "(shop, agent) series sets this worker exports."),
     "kefu_worker_ready": ("gauge", "1 once state is recovered and the worker is consuming."),
 }
@@ -275,9 +275,8 @@ def _pipeline(out: dict[str, list[str]], state: State, agents: int) -> None:
         out["kefu_deadletter_total"].append(f"{{{labels}}} {n}")
     watermark = state.clock.watermark_ms / 1000
     out["kefu_watermark_timestamp_seconds"].append(f" {_num(watermark)}")
-    backlog = sum(state.health.backlog.values())
-    lag = max(0.0, time.time() - watermark) if backlog and watermark else 0.0
-    out["kefu_event_lag_seconds"].append(f" {_num(lag)}")
+    out["kefu_event_lag_seconds"].append(f" {_num(state.health.lag_seconds(watermark))}")
+    out["kefu_broker_last_ack_timestamp_seconds"].append(f" {_num(state.health.broker_ok_at)}")
     out["kefu_snapshot_timestamp_seconds"].append(f" {_num(state.snapshot_at_ms / 1000)}")
     out["kefu_owned_partitions"].append(f" {len(state.owned)}")
     out["kefu_exported_agents"].append(f" {agents}")

@@ -10,8 +10,10 @@ Topics (all with the chat topic's partition count, so one worker owns partition 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -21,7 +23,7 @@ from faust.types import TP, EventT
 from streams.config import Config, Settings
 from streams.export import web
 from streams.pipeline import codecs
-from streams.pipeline.runtime import Headers, Record, Runtime
+from streams.pipeline.runtime import HEARTBEAT_INTERVAL_S, Headers, Record, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,9 @@ def build_app(
         rt.health.ready = True
         log.info("recovered %d aggregate records for partitions %s", n, sorted(rt.owned))
 
+    beat = [0.0]
+    pending: set[asyncio.Future[None]] = set()
+
     @app.timer(0.5)  # type: ignore[untyped-decorator]
     async def refresh() -> None:
         consumer = app.consumer
@@ -180,6 +185,11 @@ def build_app(
             if high is not None:
                 backlog[part] = max(0, int(high) - (last + 1 if last is not None else 0))
         rt.health.backlog = backlog
+        now = time.monotonic()
+        if now - beat[0] >= HEARTBEAT_INTERVAL_S:
+            beat[0] = now
+            pending.add(asyncio.ensure_future(rt.heartbeat(sink)))  # never blocks the refresh
+            pending.difference_update([t for t in pending if t.done()])
         await rt.tick(sink)
 
     web.register(app, rt, sink)

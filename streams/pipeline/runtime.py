@@ -53,6 +53,8 @@ class Record:
 
 
 KIND_HEADER = "kefu-kind"
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_GRACE_S = 10.0
 Decoder = Callable[[bytes, int], InputEvent]
 DECODERS: dict[str, Decoder] = {
     "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
@@ -84,6 +86,7 @@ class Names:
     deadletter: str
     conv_changelog: str
     agg_changelog: str
+    heartbeat: str
 
     @staticmethod
     def for_settings(settings: Settings) -> Names:
@@ -97,6 +100,7 @@ class Names:
             deadletter=settings.topic_deadletter,
             conv_changelog=f"{app}-conversations-changelog",
             agg_changelog=f"{app}-aggregates-changelog",
+            heartbeat=f"{app}-heartbeat",
         )
 
     chat_kind = "chat"
@@ -110,6 +114,18 @@ class Health:
     ready: bool = False
     last_batch_at: float = 0.0
     backlog: dict[int, int] = field(default_factory=dict)  # chat partition -> unread messages
+    broker_ok_at: float = field(default_factory=time.time)  # last heartbeat the broker acked
+
+    def lag_seconds(self, watermark_s: float, now: float | None = None) -> float:
+        """How stale the numbers are: behind the input, or cut off from the broker.
+
+        A worker that cannot reach the broker sees no backlog and would report 0 — a quiet
+        room. Silence from the broker longer than a few heartbeats counts as lag instead.
+        """
+        now = time.time() if now is None else now
+        lag = max(0.0, now - watermark_s) if sum(self.backlog.values()) and watermark_s else 0.0
+        silent = now - self.broker_ok_at
+        return max(lag, silent) if silent > HEARTBEAT_GRACE_S else lag
 
 
 class ConversationTable(MutableMapping[str, Conversation]):
@@ -362,6 +378,16 @@ class Runtime:
                 n += 1
         store.clear()  # the domain objects are the live copy; the changelog is the durable one
         return n
+
+    async def heartbeat(self, sink: Sink) -> None:
+        """Produce one tiny record and wait for the broker's ack (see `Health.lag_seconds`)."""
+        try:
+            fut = await sink.send(self.names.heartbeat, None, b"", 0)
+            await asyncio.wait_for(fut, HEARTBEAT_GRACE_S)
+        except Exception as exc:  # the broker is away: lag grows, alerts fire
+            log.warning("broker heartbeat failed: %r", exc)
+            return
+        self.health.broker_ok_at = time.time()
 
     # -- periodic: expiry and snapshots ----------------------------------------------------------
 

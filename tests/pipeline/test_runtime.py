@@ -1,0 +1,129 @@
+"""The worker's batch handlers with a fake sink: no Kafka, but the real ordering guarantees."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.config import Settings, default_config
+from streams.pipeline.runtime import HEARTBEAT_GRACE_S, Health, Record, Runtime
+
+T0 = 1_731_290_000_000
+
+
+class RecordingSink:
+    """Remembers every send, and resolves each ack only after a short delay (like a broker)."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str]] = []  # ("send"|"ack", topic)
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None, Any]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   partition: int | None, headers: Any = None) -> asyncio.Future[None]:
+        self.log.append(("send", topic))
+        self.sent.append((topic, key, value, partition, headers))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def ack() -> None:
+            self.log.append(("ack", topic))
+            fut.set_result(None)
+
+        asyncio.get_running_loop().call_later(0.001, ack)
+        return fut
+
+
+def chat(mid: str, sender: str, ts: int, agent: str | None = "a1", buyer: str = "b1") -> bytes:
+    return orjson.dumps({"message_id": mid, "shop_id": "s", "buyer_id": buyer, "sender": sender,
+                         "agent_id": agent, "ts": ts})
+
+
+def rec(value: bytes, key: bytes | None = b"s:b1", topic: str = "kefu.chat", offset: int = 0,
+        headers: dict[str, bytes] | None = None) -> Record:
+    return Record(topic, 0, offset, key, value, headers)
+
+
+def runtime() -> Runtime:
+    return Runtime(Settings(), default_config(), partitions=4)
+
+
+async def test_facts_are_acked_before_any_conversation_state_is_written() -> None:
+    rt, sink = runtime(), RecordingSink()
+    batch = [rec(chat("m1", "buyer", T0)), rec(chat("m2", "agent", T0 + 9_000), offset=1)]
+    await rt.on_input_batch(batch, sink)
+    names = rt.names
+    first_state = sink.log.index(("send", names.conv_changelog))
+    fact_sends = [i for i, e in enumerate(sink.log) if e == ("send", names.facts)]
+    fact_acks = [i for i, e in enumerate(sink.log) if e == ("ack", names.facts)]
+    assert fact_sends, "the batch must produce facts"
+    assert len(fact_acks) == len(fact_sends)
+    assert max(fact_acks) < first_state, sink.log
+    # and the handler returns (so Faust may ack the batch) only once the state is acked too
+    assert sink.log[-1] == ("ack", names.conv_changelog)
+
+
+async def test_bad_events_are_dead_lettered_with_reason_and_source() -> None:
+    rt, sink = runtime(), RecordingSink()
+    bad = b'{"message_id": "x", "shop_id": "s"'
+    await rt.on_input_batch([rec(bad, offset=7)], sink)
+    (_topic, key, value, _, headers), = [s for s in sink.sent if s[0] == rt.names.deadletter]
+    assert value == bad and key == b"s:b1"
+    h = dict(headers)
+    assert h["kefu-reason"] == b"invalid_json"
+    assert h["kefu-source-topic"] == b"kefu.chat" and h["kefu-source-offset"] == b"7"
+    assert rt.events_total[("kefu.chat", "rejected")] == 1
+    assert rt.rejected_reasons[("kefu.chat", "invalid_json")] == 1
+
+
+async def test_misskeyed_events_go_to_the_rekey_topic_with_their_kind() -> None:
+    rt, sink = runtime(), RecordingSink()
+    order = orjson.dumps({"order_id": "o1", "shop_id": "s", "buyer_id": "b1", "status": "created",
+                          "amount": "9.90", "ts": T0})
+    await rt.on_input_batch(
+        [rec(chat("m1", "buyer", T0), key=b"b1"), rec(order, key=None, topic="kefu.orders")], sink
+    )
+    rekeyed = [s for s in sink.sent if s[0] == rt.names.rekey]
+    assert [(k, dict(h)["kefu-kind"]) for _, k, _, _, h in rekeyed] == [
+        (b"s:b1", b"chat"), (b"s:b1", b"orders")
+    ]
+    assert all(p == rekeyed[0][3] for *_, p, _ in rekeyed)  # one conversation, one partition
+    # coming back from the rekey topic they are decoded by kind and processed
+    sink2 = RecordingSink()
+    back = [rec(v, key=k, topic=rt.names.rekey, headers=dict(h)) for _, k, v, _, h in rekeyed]
+    await rt.on_input_batch(back, sink2)
+    assert rt.events_total[("kefu.chat", "accepted")] == 1
+    assert rt.events_total[("kefu.orders", "accepted")] == 1
+
+
+async def test_redelivered_batch_changes_nothing() -> None:
+    rt, sink = runtime(), RecordingSink()
+    batch = [rec(chat("m1", "buyer", T0)), rec(chat("m2", "agent", T0 + 9_000), offset=1)]
+    await rt.on_input_batch(batch, sink)
+    facts_before = [s for s in sink.sent if s[0] == rt.names.facts]
+    sink2 = RecordingSink()
+    await rt.on_input_batch(batch, sink2)  # at-least-once: the same batch again
+    assert [s for s in sink2.sent if s[0] == rt.names.facts] == []
+    assert rt.events_total[("kefu.chat", "duplicate")] == 2
+    # the aggregates see the facts once, and a repeat of the facts changes nothing either
+    facts = [Record(rt.names.facts, 0, i, k, v) for i, (_, k, v, _, _) in enumerate(facts_before)]
+    await rt.on_facts_batch(facts, RecordingSink())
+    await rt.on_facts_batch(facts, RecordingSink())
+    rt.aggs.advance(T0 + 60_000)
+    snap = rt.aggs.snapshot("s", "a1", T0 + 60_000)
+    assert snap is not None and snap.windows["today"].rounds == 1 and snap.rounds_total == 1
+
+
+@pytest.mark.parametrize(
+    ("backlog", "silent", "expected"),
+    [
+        ({}, 1.0, 0.0),  # quiet room, broker answering: not lagging
+        ({0: 5}, 1.0, 30.0),  # behind the input: now − watermark
+        ({}, HEARTBEAT_GRACE_S + 5, HEARTBEAT_GRACE_S + 5),  # broker silent: stale, not quiet
+    ],
+)
+def test_lag_is_never_zero_when_the_worker_is_cut_off(backlog, silent, expected) -> None:
+    now = 1_000_000.0
+    h = Health(backlog=backlog, broker_ok_at=now - silent)
+    assert h.lag_seconds(now - 30.0, now) == pytest.approx(expected)
