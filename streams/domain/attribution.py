@@ -58,7 +58,7 @@ class OrderRec:
 
     @property
     def last(self) -> int:
-        return max(self.first, self.paid_ts, self.cancelled, *(ts for ts, _ in self.refunds))
+        return max([self.first, self.paid_ts, self.cancelled, *(ts for ts, _ in self.refunds)])
 
     def apply(self, ev: OrderEvent) -> None:
         ts = ev.ts

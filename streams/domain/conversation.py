@@ -32,6 +32,8 @@ from streams.domain.facts import (
 from streams.domain.model import ChatEvent, OrderEvent, RatingEvent
 from streams.domain.rules import Filters, ShopRules
 
+ORDER_RETENTION_MS = 35 * 86_400_000  # refunds of an order still find their agent for 35 days
+
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 LATE = "late"
@@ -330,6 +332,32 @@ class Conversation:
         horizon = replies[-1][0] - 2 * ctx.rules.attribution_window_ms
         if replies[0][0] < horizon:
             del replies[: bisect.bisect_left(replies, (horizon, ""))]
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def expired(self, now_ms: int, rules: ShopRules) -> bool:
+        """Nothing can change any more: no event for two attribution windows (de-duplication
+        and late orders need that long), and no order event for `ORDER_RETENTION_MS` (refunds
+        come weeks later)."""
+        last = max([self.max_ts, *(rec.last for rec in self.orders.values())])
+        if now_ms - self.max_ts < 2 * rules.attribution_window_ms:
+            return False
+        return not self.orders or now_ms - last >= ORDER_RETENTION_MS
+
+    def close_out(self, ctx: Ctx, now_ms: int, out: list[Fact]) -> None:
+        """Before forgetting the conversation: a round still pending has waited too long on its
+        agent (materialize the crossing), and stops waiting."""
+        head = self.head
+        if head.p_start >= 0 and head.p_counted and head.agent is not None:
+            since = max(head.p_start, head.assigned_at)
+            crossed = since + ctx.rules.unanswered_after_ms
+            if crossed <= now_ms:
+                fid = stable_hash("unans", ctx.shop, ctx.buyer, head.p_msg, head.agent)
+                out.append(Fact(PUT, UNANSWERED, ctx.shop, head.agent, fid, crossed, 0,
+                                ctx.buyer_hash))
+        if self.pending is not None:
+            out.append(self.pending._replace(op=DEL))
+            self.pending = None
 
     def pending_changes(self, ctx: Ctx, out: list[Fact]) -> None:
         """Emit the change of the 'waiting now' record since the last call (once per batch)."""

@@ -41,6 +41,22 @@ class ConversationStage:
             ("ratings", self.rating_outcomes),
         ]
 
+    def expire(self, now_ms: int) -> tuple[list[Fact], list[str]]:
+        """Close out and forget conversations nothing can change any more.
+
+        Returns the closing facts and the keys to delete (send the facts first).
+        """
+        facts: list[Fact] = []
+        gone: list[str] = []
+        for key, conv in list(self.conversations.items()):
+            ctx = self.ctx(conv.shop, conv.buyer)
+            if conv.expired(now_ms, ctx.rules):
+                conv.close_out(ctx, now_ms, facts)
+                gone.append(key)
+        for key in gone:
+            del self.conversations[key]
+        return facts, gone
+
     def ctx(self, shop: str, buyer: str) -> Ctx:
         return Ctx(shop, buyer, self.rules_for(shop), self.filters)
 

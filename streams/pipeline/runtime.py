@@ -187,6 +187,9 @@ class Runtime:
         self.last_offsets: dict[tuple[str, int], int] = {}
         self._snapshot_minute = -1
         self.snapshot_at_ms = 0
+        # A batch awaits the broker between processing and writing state; the retention sweep
+        # must not drop a conversation in that gap.
+        self.stage1_lock = asyncio.Lock()
 
     def _lines_for(self, shop: str, agent: str) -> Lines:
         return self.config.lines(shop, self.config.team_of(agent))
@@ -219,6 +222,10 @@ class Runtime:
 
     async def on_input_batch(self, records: Sequence[Record], sink: Sink) -> None:
         """Stage 1: chat, order and rating events of the partitions this worker owns."""
+        async with self.stage1_lock:
+            await self._input_batch(records, sink)
+
+    async def _input_batch(self, records: Sequence[Record], sink: Sink) -> None:
         names = self.names
         good: list[InputEvent] = []
         early: list[Awaitable[Any]] = []
@@ -379,6 +386,24 @@ class Runtime:
         store.clear()  # the domain objects are the live copy; the changelog is the durable one
         return n
 
+    async def sweep_conversations(self, now: int, sink: Sink) -> int:
+        """Forget idle conversations: closing facts first (durable), then the tombstones."""
+        async with self.stage1_lock:
+            facts, gone = self.stage1.expire(now)
+            if not gone:
+                return 0
+            futures = await self._send_facts(facts, sink)
+            if futures:
+                await asyncio.gather(*futures)
+            tombstones = []
+            for key in gone:
+                kb = key.encode()
+                part = partition_of(kb, self.partitions)
+                tombstones.append(await sink.send(self.names.conv_changelog, kb, None, part))
+            await asyncio.gather(*tombstones)
+        log.info("forgot %d idle conversations", len(gone))
+        return len(gone)
+
     async def heartbeat(self, sink: Sink) -> None:
         """Produce one tiny record and wait for the broker's ack (see `Health.lag_seconds`)."""
         try:
@@ -404,6 +429,7 @@ class Runtime:
             gone = self.aggs.expire(now)
             self.aggs.dirty_agents.update(self.aggs.agents)
             await self._persist_aggregates(sink, gone)
+            await self.sweep_conversations(now, sink)
         self.refresh_snapshots(now)
 
     def refresh_snapshots(self, now: int) -> None:
