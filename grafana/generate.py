@@ -709,7 +709,6 @@ def agent_detail() -> Dashboard:
         ("退款率 Refund rate", "kefu_refund_rate", "percentunit"),
         ("协助 Assists", "kefu_assists", "short"),
         ("满意度 CSAT", "kefu_csat_mean", "none"),
-        ("指标完成率 Target completion", "kefu_target_completion_ratio", "percentunit"),
         ("问答比 Q/A ratio", "kefu_qa_ratio", "none"),
     ]
     d = (
@@ -830,6 +829,12 @@ def agent_detail() -> Dashboard:
     for title, metric, unit in business:
         d = d.with_panel(stat_panel(title, [q(f"max({metric}{{{aw}}})", instant=True)],
                                     unit=unit, w=4, h=4, decimals=2 if unit == "none" else None))
+    # 指标完成率 is against a monthly target: it exists for `today` (a daily share) and `month`.
+    d = d.with_panel(stat_panel(
+        "指标完成率 Target completion (month)",
+        [q(f'max(kefu_target_completion_ratio{{{a},window="month"}})', instant=True)],
+        unit="percentunit", w=4, h=4,
+    ))
     return (
         d.with_row(Row("绩效考核表 Scorecard"))
         .with_panel(stat_panel("今日得分 Score today",

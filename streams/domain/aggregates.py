@@ -8,25 +8,17 @@ the longest window are expired here, not by the wall clock of a framework.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.domain.buckets import Bucket, Summary, record_key
 from streams.domain.facts import (
-    AD_BUYER,
-    AGENT_MSG,
-    ASSIST,
-    BUYER_MSG,
     DEL,
     EXECUTION,
-    FIRST,
-    ORDER,
-    PAID,
     PENDING,
-    RATING,
-    REFUND,
     ROUND_KINDS,
-    UNANSWERED,
     Fact,
     agent_key,
 )
@@ -46,68 +38,6 @@ LinesFor = Callable[[str, str], Lines]  # (shop, agent) -> lines
 TeamOf = Callable[[str], str]
 
 SEP = "\x1e"
-_KEYED = {
-    UNANSWERED: "unans", AGENT_MSG: "amsg", ORDER: "orders", PAID: "paid", REFUND: "refunds",
-    RATING: "ratings",
-}
-_SETS = {BUYER_MSG: "bmsg", AD_BUYER: "ads", ASSIST: "assists"}
-
-
-class Bucket:
-    """The records of one agent in one UTC minute, each keyed by its fact id."""
-
-    __slots__ = (
-        "ads", "amsg", "assists", "bmsg", "orders", "paid", "ratings", "refunds", "rounds",
-        "unans",
-    )
-
-    def __init__(self) -> None:
-        self.rounds: dict[int, tuple[int, int, bool]] = {}  # fid -> (response ms, buyer, first)
-        self.unans: dict[int, int] = {}  # fid -> buyer
-        self.amsg: dict[int, int] = {}  # message -> buyer
-        self.bmsg: set[int] = set()
-        self.ads: set[int] = set()
-        self.orders: dict[int, int] = {}  # order -> buyer
-        self.paid: dict[int, tuple[int, int]] = {}  # order -> (amount units, buyer)
-        self.refunds: dict[int, tuple[int, int]] = {}  # refund -> (amount units, order)
-        self.assists: set[int] = set()  # orders
-        self.ratings: dict[int, int] = {}  # rating -> score
-
-    def empty(self) -> bool:
-        return not any(getattr(self, name) for name in self.__slots__)
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {}
-        if self.rounds:
-            d["r"] = [[k, *v] for k, v in self.rounds.items()]
-        for key, name in (("u", "unans"), ("m", "amsg"), ("o", "orders"), ("s", "ratings")):
-            value = getattr(self, name)
-            if value:
-                d[key] = [[k, v] for k, v in value.items()]
-        for key, name in (("p", "paid"), ("f", "refunds")):
-            value = getattr(self, name)
-            if value:
-                d[key] = [[k, *v] for k, v in value.items()]
-        for key, name in (("b", "bmsg"), ("x", "ads"), ("a", "assists")):
-            value = getattr(self, name)
-            if value:
-                d[key] = list(value)
-        return d
-
-    @staticmethod
-    def from_json(d: dict[str, Any]) -> Bucket:
-        b = Bucket()
-        b.rounds = {int(r[0]): (int(r[1]), int(r[2]), bool(r[3])) for r in d.get("r", ())}
-        b.unans = {int(k): int(v) for k, v in d.get("u", ())}
-        b.amsg = {int(k): int(v) for k, v in d.get("m", ())}
-        b.orders = {int(k): int(v) for k, v in d.get("o", ())}
-        b.ratings = {int(k): int(v) for k, v in d.get("s", ())}
-        b.paid = {int(r[0]): (int(r[1]), int(r[2])) for r in d.get("p", ())}
-        b.refunds = {int(r[0]): (int(r[1]), int(r[2])) for r in d.get("f", ())}
-        b.bmsg = {int(x) for x in d.get("b", ())}
-        b.ads = {int(x) for x in d.get("x", ())}
-        b.assists = {int(x) for x in d.get("a", ())}
-        return b
 
 
 @dataclass(slots=True)
@@ -136,10 +66,13 @@ class Totals:
 
 
 class AgentState:
-    __slots__ = ("buckets", "days", "execution", "pending", "totals")
+    __slots__ = ("buckets", "days", "execution", "hours", "pending", "prefix", "totals")
 
     def __init__(self) -> None:
         self.buckets: dict[int, Bucket] = {}
+        self.hours: dict[int, Summary] = {}  # cache: finished hour (minute // 60) -> merged
+        # cache: (first, last) minute range -> merged; windows are "prefix + current minute"
+        self.prefix: dict[tuple[int, int], Summary] = {}
         self.pending: dict[int, tuple[int, int, int]] = {}  # conversation -> (start, since, last)
         self.totals = Totals()
         self.days: dict[int, WindowKpis] = {}  # closed local days (start ms) -> summed KPIs
@@ -220,38 +153,31 @@ class Aggregates:
                 return
             bucket = st.buckets[minute] = Bucket()
         self._dirty.add(f"{akey}{SEP}{minute}")
+        bucket.summary = None
+        st.hours.pop(minute // 60, None)
+        if st.prefix and any(first <= minute <= last for first, last in st.prefix):
+            st.prefix.clear()  # a late fact or a correction inside a cached range
         kind = f.kind
+        key = record_key(kind, f.fid)
+        recs = bucket.recs
         if kind in ROUND_KINDS:
             uncounted = st.totals.uncounted
             if f.op == DEL:
-                bucket.rounds.pop(f.fid, None)
+                recs.pop(key, None)
                 if uncounted.pop(f.fid, None) is not None:
                     self._dirty.add(akey + SEP + "t")
                 return
-            if f.fid not in bucket.rounds or f.fid in uncounted:
+            if key not in recs or f.fid in uncounted:
                 if f.ts <= self.now_ms - self.rules_for(f.shop).reorder_window_ms:
                     uncounted.pop(f.fid, None)
                     self._count(st, f.shop, f.agent, f.a)
                 else:
                     uncounted[f.fid] = (f.ts, f.a)
                     self._dirty.add(akey + SEP + "t")
-            bucket.rounds[f.fid] = (f.a, f.b, kind == FIRST)
-        elif kind in _KEYED:
-            keyed: dict[int, Any] = getattr(bucket, _KEYED[kind])
-            if f.op == DEL:
-                keyed.pop(f.fid, None)
-            elif kind in (PAID, REFUND):
-                keyed[f.fid] = (f.a, f.b)
-            elif kind == RATING:
-                keyed[f.fid] = f.a
-            else:
-                keyed[f.fid] = f.b
+        if f.op == DEL:
+            recs.pop(key, None)
         else:
-            members: set[int] = getattr(bucket, _SETS[kind])
-            if f.op == DEL:
-                members.discard(f.fid)
-            else:
-                members.add(f.fid)
+            recs[key] = (kind, f.a, f.b)
 
     def _count(self, st: AgentState, shop: str, agent: str, rt_ms: int) -> None:
         t = st.totals
@@ -332,7 +258,10 @@ class Aggregates:
         elif part.startswith("d"):
             st.days[int(part[1:])] = _kpis_from_json(value)
         else:
-            st.buckets[int(part)] = Bucket.from_json(value)
+            minute = int(part)
+            st.buckets[minute] = Bucket.from_json(value)
+            st.hours.pop(minute // 60, None)
+            st.prefix.clear()
         self.dirty_agents.add((shop, agent))
 
     def drop(self, keep: Callable[[str, str], bool]) -> None:
@@ -366,7 +295,9 @@ class Aggregates:
                         self._dirty.add(f"{akey}{SEP}d{day}")
                 for m in old:
                     del st.buckets[m]
+                    st.hours.pop(m // 60, None)
                     gone.append(f"{akey}{SEP}{m}")
+                st.prefix.clear()
                 self.dirty_agents.add((shop, agent))
             month = month_start_ms(now_ms, rules)
             for day in [d for d in st.days if d < month - 3 * DAY_MS]:
@@ -376,14 +307,59 @@ class Aggregates:
 
     # -- snapshots -------------------------------------------------------------------------------
 
+    def _summary(self, st: AgentState, first_minute: int, last_minute: int) -> Summary:
+        """Merged summary of the agent's buckets in [first_minute, last_minute].
+
+        New facts land in the current minute, so everything before it is merged once and
+        cached (`prefix`); a refresh merges that with the last minute only.
+        """
+        if last_minute <= first_minute:
+            return self._merged(st, first_minute, last_minute)
+        key = (first_minute, last_minute - 1)
+        pre = st.prefix.get(key)
+        if pre is None:
+            if len(st.prefix) > 8:  # keys of minutes gone by
+                for old in [k for k in st.prefix if k[1] < last_minute - 1]:
+                    del st.prefix[old]
+            pre = st.prefix[key] = self._merged(st, first_minute, last_minute - 1)
+        total = Summary()
+        total.merge(pre)
+        b = st.buckets.get(last_minute)
+        if b is not None:
+            total.merge(b.summarize())
+        return total
+
+    def _merged(self, st: AgentState, first_minute: int, last_minute: int) -> Summary:
+        """Whole hours that are over come from the hour cache; the rest minute by minute."""
+        total = Summary()
+        buckets = st.buckets
+        now_hour = self.now_ms // MINUTE_MS // 60
+        m = first_minute
+        while m <= last_minute:
+            hour = m // 60
+            if m % 60 == 0 and m + 59 <= last_minute and hour < now_hour:
+                hs = st.hours.get(hour)
+                if hs is None:
+                    hs = Summary()
+                    for mm in range(m, m + 60):
+                        b = buckets.get(mm)
+                        if b is not None:
+                            b.summarize_into(hs)
+                    st.hours[hour] = hs
+                total.merge(hs)
+                m += 60
+                continue
+            b = buckets.get(m)
+            if b is not None:
+                total.merge(b.summarize())
+            m += 1
+        return total
+
     def _paid_buyers(self, st: AgentState, now_ms: int) -> set[int]:
         """Buyers who paid an order credited to this agent, in everything still retained."""
-        now_minute = now_ms // MINUTE_MS
-        paid: set[int] = set()
-        for m, b in st.buckets.items():
-            if m <= now_minute and b.paid:
-                paid.update(buyer for _, buyer in b.paid.values())
-        return paid
+        if not st.buckets:
+            return set()
+        return self._summary(st, min(st.buckets), now_ms // MINUTE_MS).paid
 
     def _window(
         self,
@@ -397,68 +373,46 @@ class Aggregates:
         paid_buyers: set[int] | None = None,
     ) -> WindowKpis:
         """Every KPI of one agent over [start, end] (epoch ms, minute-aligned start)."""
-        first_minute, last_minute = start // MINUTE_MS, end // MINUTE_MS
+        last_minute = min(end, now_ms) // MINUTE_MS
+        first_minute = start // MINUTE_MS
+        if st.buckets:
+            first_minute = max(first_minute, min(st.buckets))
+        s = self._summary(st, first_minute, last_minute)
         w = WindowKpis()
-        rts: list[int] = []
-        frts: list[int] = []
-        replied: set[int] = set()
-        received: set[int] = set()
-        inquired: set[int] = set()
-        ordered: set[int] = set()
-        paid: set[int] = set()
-        refunded: set[int] = set()
-        for m, b in st.buckets.items():
-            if m < first_minute or m > last_minute:
-                continue
-            for rt, buyer, first in b.rounds.values():
-                rts.append(rt)
-                replied.add(buyer)
-                if first:
-                    frts.append(rt)
-            received.update(b.unans.values())
-            inquired.update(b.amsg.values())
-            w.agent_messages += len(b.amsg)
-            w.buyer_messages += len(b.bmsg)
-            ordered.update(b.orders.values())
-            for units, buyer in b.paid.values():
-                w.sales_units += units
-                paid.add(buyer)
-            w.paid_orders += len(b.paid)
-            for units, order in b.refunds.values():
-                w.refund_units += units
-                refunded.add(order)
-            w.assists += len(b.assists)
-            for score in b.ratings.values():
-                w.ratings += 1
-                w.rating_sum += score
-                w.ratings_good += score >= 4
+        received = s.unanswered | s.replied
         if agent:
             unans_after = self.rules_for(shop).unanswered_after_ms
             for buyer, (_start, since, _last) in st.pending.items():
                 crossing = since + unans_after
                 if start <= crossing <= min(end, now_ms):
                     received.add(buyer)
-        received |= replied
+        rts, frts = s.rts, s.frts
         w.rounds = len(rts)
         w.rt_sum_ms = sum(rts)
         w.first_rounds = len(frts)
-        w.replied = len(replied)
+        w.replied = len(s.replied)
         w.received = len(received)
-        w.inquiries = len(inquired)
-        w.ordered_buyers = len(ordered)
-        w.paid_buyers = len(paid)
-        w.refunded_orders = len(refunded)
+        w.agent_messages = s.agent_messages
+        w.buyer_messages = s.buyer_messages
+        w.inquiries = len(s.inquired)
+        w.ordered_buyers = len(s.ordered)
+        w.paid_buyers = len(s.paid)
+        w.paid_orders = s.paid_orders
+        w.sales_units = s.sales_units
+        w.refunded_orders = len(s.refunded)
+        w.refund_units = s.refund_units
+        w.assists = s.assists
+        w.ratings, w.rating_sum, w.ratings_good = s.ratings, s.rating_sum, s.ratings_good
         if paid_buyers is None:
             paid_buyers = self._paid_buyers(st, now_ms)
-        w.converted = len(inquired & paid_buyers)
+        w.converted = len(s.inquired & paid_buyers)
         if rts:
             rts.sort()
             w.rt_mean = w.rt_sum_ms / len(rts) / 1000
             w.rt_quantiles = {q: nearest_rank(rts, q) / 1000 for q in QUANTILES}
             levels = (lines.warning, lines.critical, lines.slow)
             for level, line in zip(LEVELS, levels, strict=True):
-                limit = line * 1000
-                w.within[level] = sum(1 for v in rts if v <= limit)
+                w.within[level] = bisect.bisect_right(rts, line * 1000)
         else:
             w.within = dict.fromkeys(LEVELS, 0)
         if frts:
@@ -522,14 +476,11 @@ class Aggregates:
 
     def ad_buyers(self, shop: str, now_ms: int) -> dict[str, int]:
         """Distinct ad buyers flagged per window for a shop (kept under agent "")."""
+        starts = window_starts(now_ms, self.rules_for(shop))
         st = self.agents.get((shop, ""))
-        res = dict.fromkeys(window_starts(now_ms, self.rules_for(shop)), 0)
         if st is None:
-            return res
-        for window, start in window_starts(now_ms, self.rules_for(shop)).items():
-            seen: set[int] = set()
-            for m, b in st.buckets.items():
-                if start // MINUTE_MS <= m <= now_ms // MINUTE_MS:
-                    seen |= b.ads
-            res[window] = len(seen)
-        return res
+            return dict.fromkeys(starts, 0)
+        last = now_ms // MINUTE_MS
+        return {
+            w: len(self._summary(st, start // MINUTE_MS, last).ads) for w, start in starts.items()
+        }

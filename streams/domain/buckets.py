@@ -1,0 +1,145 @@
+"""Per-agent minute buckets and their cached summaries.
+
+A bucket keeps every record of one agent in one UTC minute in a single dict keyed by the fact id
+(salted by kind), which is what makes redelivered facts idempotent. Windows never walk records:
+each bucket lazily builds a `Summary` (plain counts, sets and value lists), hours of finished
+minutes are merged once into hour summaries, and a window merges a few dozen summaries with
+C-level set and list operations. Any change to a bucket drops its summary and its hour's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.domain.facts import (
+    AD_BUYER,
+    AGENT_MSG,
+    ASSIST,
+    BUYER_MSG,
+    FIRST,
+    ORDER,
+    PAID,
+    RATING,
+    REFUND,
+    ROUND,
+    UNANSWERED,
+)
+
+# Records of different kinds may share a fact id (an order's ORDER and PAID); a round keeps its
+# id whether or not it is a first response, so ROUND and FIRST share a salt.
+_SALTS = {
+    ROUND: 0, FIRST: 0, UNANSWERED: 1, AGENT_MSG: 2, BUYER_MSG: 3, AD_BUYER: 4, ORDER: 5,
+    PAID: 6, REFUND: 7, ASSIST: 8, RATING: 9,
+}
+
+
+def record_key(kind: str, fid: int) -> int:
+    """The bucket key of a record: its 63-bit fact id with the kind in the top bits."""
+    return fid ^ (_SALTS[kind] << 58)
+
+
+@dataclass(slots=True)
+class Summary:
+    """Everything a window needs from a set of buckets; merging two is a union."""
+
+    rts: list[int] = field(default_factory=list)  # response ms of answered rounds
+    frts: list[int] = field(default_factory=list)  # of first rounds
+    replied: set[int] = field(default_factory=set)  # buyers
+    unanswered: set[int] = field(default_factory=set)  # buyers
+    inquired: set[int] = field(default_factory=set)  # buyers with a human reply
+    agent_messages: int = 0
+    buyer_messages: int = 0
+    ordered: set[int] = field(default_factory=set)  # buyers
+    paid: set[int] = field(default_factory=set)  # buyers
+    paid_orders: int = 0
+    sales_units: int = 0
+    refunded: set[int] = field(default_factory=set)  # orders
+    refund_units: int = 0
+    assists: int = 0
+    ratings: int = 0
+    rating_sum: int = 0
+    ratings_good: int = 0
+    ads: set[int] = field(default_factory=set)
+
+    def merge(self, o: Summary) -> None:
+        self.rts += o.rts
+        self.frts += o.frts
+        self.replied |= o.replied
+        self.unanswered |= o.unanswered
+        self.inquired |= o.inquired
+        self.agent_messages += o.agent_messages
+        self.buyer_messages += o.buyer_messages
+        self.ordered |= o.ordered
+        self.paid |= o.paid
+        self.paid_orders += o.paid_orders
+        self.sales_units += o.sales_units
+        self.refunded |= o.refunded
+        self.refund_units += o.refund_units
+        self.assists += o.assists
+        self.ratings += o.ratings
+        self.rating_sum += o.rating_sum
+        self.ratings_good += o.ratings_good
+        self.ads |= o.ads
+
+
+class Bucket:
+    """The records of one agent in one UTC minute: record key -> (kind, a, b)."""
+
+    __slots__ = ("recs", "summary")
+
+    def __init__(self) -> None:
+        self.recs: dict[int, tuple[str, int, int]] = {}
+        self.summary: Summary | None = None
+
+    def empty(self) -> bool:
+        return not self.recs
+
+    def summarize(self) -> Summary:
+        s = self.summary
+        if s is None:
+            s = self.summary = self.summarize_into(Summary())
+        return s
+
+    def summarize_into(self, s: Summary) -> Summary:
+        """Add this minute's records to `s` (hour summaries skip the per-minute objects)."""
+        for kind, a, b in self.recs.values():
+            if kind in (ROUND, FIRST):
+                s.rts.append(a)
+                s.replied.add(b)
+                if kind == FIRST:
+                    s.frts.append(a)
+            elif kind == AGENT_MSG:
+                s.agent_messages += 1
+                s.inquired.add(b)
+            elif kind == BUYER_MSG:
+                s.buyer_messages += 1
+            elif kind == UNANSWERED:
+                s.unanswered.add(b)
+            elif kind == ORDER:
+                s.ordered.add(b)
+            elif kind == PAID:
+                s.paid.add(b)
+                s.paid_orders += 1
+                s.sales_units += a
+            elif kind == REFUND:
+                s.refunded.add(b)
+                s.refund_units += a
+            elif kind == ASSIST:
+                s.assists += 1
+            elif kind == RATING:
+                s.ratings += 1
+                s.rating_sum += a
+                s.ratings_good += a >= 4
+            elif kind == AD_BUYER:
+                s.ads.add(b)
+        return s
+
+    def to_json(self) -> list[list[Any]]:
+        return [[k, kind, a, b] for k, (kind, a, b) in self.recs.items()]
+
+    @staticmethod
+    def from_json(rows: Any) -> Bucket:
+        bucket = Bucket()
+        bucket.recs = {int(k): (str(kind), int(a), int(b)) for k, kind, a, b in rows}
+        return bucket
