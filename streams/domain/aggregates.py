@@ -437,10 +437,16 @@ class Aggregates:
                 any_data = True
             snap.windows[window] = w
         month_start = month_start_ms(now_ms, rules)
+        today_start = rules.day_start_ms(now_ms)
         month = WindowKpis(within=dict.fromkeys(LEVELS, 0))
         for day, summary in st.days.items():
-            if month_start <= day < rules.day_start_ms(now_ms):
+            if month_start <= day < today_start:
                 month.add(summary)
+        yesterday = rules.day_start_ms(today_start - 3_600_000)
+        if month_start <= yesterday and yesterday not in st.days and st.buckets:
+            # 00:00–01:00: yesterday is still in minute buckets, not yet a day summary
+            month.add(self._window(st, shop, agent, yesterday, today_start - 1, now_ms, lines,
+                                   paid_buyers))
         month.add(snap.windows["today"])
         snap.month = month
         snap.month_rt_mean = month.rt_sum_ms / month.rounds / 1000 if month.rounds else None
@@ -462,7 +468,8 @@ class Aggregates:
         snap.response_seconds_sum = t.sum_ms / 1000
         if agent and self.scoring is not None:
             self.scoring(snap, st.execution, now_ms)
-        if not (any_data or snap.waiting or t.rounds or month.rounds or month.sales_units):
+        month_data = any(getattr(month, name) for name in SUMMABLE)
+        if not (any_data or snap.waiting or t.rounds or month_data):
             return None
         return snap
 

@@ -50,7 +50,7 @@ class OrderRec:
     paid_units: int = 0
     refunds: list[tuple[int, int]] = field(default_factory=list)
     cancelled: int = -1
-    emitted: dict[tuple[str, int], Fact] = field(default_factory=dict)
+    emitted: dict[tuple[str, str, int], Fact] = field(default_factory=dict)
 
     @property
     def at(self) -> int:
@@ -77,14 +77,15 @@ class OrderRec:
 
     def facts(
         self, shop: str, buyer_hash: int, order_id: str, credited: str, assists: tuple[str, ...]
-    ) -> dict[tuple[str, int], Fact]:
-        """The records this order implies for the aggregates, by (agent, fid)."""
-        out: dict[tuple[str, int], Fact] = {}
+    ) -> dict[tuple[str, str, int], Fact]:
+        """The records this order implies for the aggregates, by (agent, kind, fid): an order's
+        ORDER and PAID records share the order's id."""
+        out: dict[tuple[str, str, int], Fact] = {}
         t = self.at
         ohash = stable_hash("order", shop, order_id)
 
         def add(f: Fact) -> None:
-            out[(f.agent, f.fid)] = f
+            out[(f.agent, f.kind, f.fid)] = f
 
         add(Fact(PUT, ORDER, shop, credited, ohash, t, 0, buyer_hash))
         if self.paid_ts >= 0:
@@ -109,5 +110,5 @@ class OrderRec:
                        [(int(a), int(b)) for a, b in v[4]], int(v[5]))
         for row in v[6]:
             f = Fact.from_wire(shop, str(row[6]), row[:6])
-            rec.emitted[(f.agent, f.fid)] = f
+            rec.emitted[(f.agent, f.kind, f.fid)] = f
         return rec

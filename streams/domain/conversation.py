@@ -188,14 +188,18 @@ class Conversation:
     """De-duplication and reordering around `Core`; the unit stored per conversation key."""
 
     __slots__ = (
-        "base", "buyer", "head", "max_ts", "orders", "pending", "replies", "seen", "shop", "tail"
+        "ad_days", "base", "buyer", "frozen_before", "head", "max_ts", "orders", "pending",
+        "ratings", "replies", "seen", "shop", "tail",
     )
 
     def __init__(self, shop: str, buyer: str) -> None:
         self.shop = shop
         self.buyer = buyer
         self.replies: list[Reply] = []  # human replies (ts, agent), for attribution
+        self.frozen_before = -1  # orders before this lost replies to pruning: never re-credited
         self.orders: dict[str, OrderRec] = {}
+        self.ratings: dict[tuple[str, int], tuple[int, bool]] = {}  # (agent, ts) -> (score, sent)
+        self.ad_days: dict[int, int] = {}  # local day start -> first ad ts that day
         self.base = Core()
         self.head = self.base
         self.tail: list[tuple[SortKey, ChatEvent, list[Fact]]] = []
@@ -208,11 +212,40 @@ class Conversation:
         if ev.message_id in self.seen:
             return DUPLICATE
         self.seen.add(ev.message_id)
+        start = len(out)
+        outcome = self._process_chat(ev, ctx, out)
+        changed = False
+        for f in out[start:]:
+            if f.kind == AD_BUYER:
+                changed |= self._mark_ad_day(f, ctx)
         if ev.sender == "agent" and ev.event == "message" and ev.agent_id is not None:
             bisect.insort(self.replies, (ev.ts, ev.agent_id))
             self._prune_replies(ctx)
-            if self.orders:
-                self.reattribute(ctx, out)
+            changed = True
+        if changed and (self.orders or self.ratings):
+            self.reattribute(ctx, out)
+        return outcome
+
+    def _mark_ad_day(self, f: Fact, ctx: Ctx) -> bool:
+        """Track ad days for orders and ratings (the state machine only knows the latest)."""
+        day = ctx.rules.day_start_ms(f.ts)
+        have = self.ad_days.get(day)
+        if f.op == DEL:
+            if have == f.ts:
+                del self.ad_days[day]
+                return True
+            return False
+        if have is None or f.ts < have:
+            self.ad_days[day] = f.ts
+            return True
+        return False
+
+    def is_ad_at(self, ts: int, rules: ShopRules) -> bool:
+        """An ad buyer from the first ad message of a local day to that day's end (SPEC §3)."""
+        since = self.ad_days.get(rules.day_start_ms(ts))
+        return since is not None and since <= ts
+
+    def _process_chat(self, ev: ChatEvent, ctx: Ctx, out: list[Fact]) -> str:
         window = ctx.rules.reorder_window_ms
         outcome = LATE if self.max_ts >= 0 and ev.ts < self.max_ts - window else ACCEPTED
         key = (ev.ts, ev.message_id)
@@ -236,21 +269,21 @@ class Conversation:
         return outcome
 
     def _replay_with(self, key: SortKey, ev: ChatEvent, ctx: Ctx, out: list[Fact]) -> None:
-        old: dict[tuple[str, int], Fact] = {}
+        old: dict[tuple[str, str, int], Fact] = {}
         for _, _, before in self.tail:
             for f in before:
-                old[(f.agent, f.fid)] = f
+                old[(f.agent, f.kind, f.fid)] = f
         keys = [k for k, _, _ in self.tail]
         self.tail.insert(bisect.bisect(keys, key), (key, ev, []))
         head = self.base.copy()
-        new: dict[tuple[str, int], Fact] = {}
+        new: dict[tuple[str, str, int], Fact] = {}
         rebuilt: list[tuple[SortKey, ChatEvent, list[Fact]]] = []
         for k, e, _ in self.tail:
             made: list[Fact] = []
             head.apply(e, ctx, made)
             rebuilt.append((k, e, made))
             for f in made:
-                new[(f.agent, f.fid)] = f
+                new[(f.agent, f.kind, f.fid)] = f
         self.tail = rebuilt
         self.head = head
         for ident, f in old.items():
@@ -295,23 +328,35 @@ class Conversation:
         return ACCEPTED
 
     def process_rating(self, ev: RatingEvent, ctx: Ctx, out: list[Fact]) -> str:
-        ident = f"\x00r{ev.agent_id}\x1f{ev.ts}"
-        if ident in self.seen:
+        key = (ev.agent_id, ev.ts)
+        if key in self.ratings:
             return DUPLICATE
-        self.seen.add(ident)
-        if not self.head.is_ad(ev.ts):
-            fid = stable_hash("rating", ctx.shop, ctx.buyer, ev.agent_id, str(ev.ts))
-            out.append(Fact(PUT, RATING, ctx.shop, ev.agent_id, fid, ev.ts, ev.score))
+        self.ratings[key] = (ev.score, False)
+        self._emit_rating(key, ctx, out)
         return ACCEPTED
 
+    def _emit_rating(self, key: tuple[str, int], ctx: Ctx, out: list[Fact]) -> None:
+        agent, ts = key
+        score, sent = self.ratings[key]
+        want = not self.is_ad_at(ts, ctx.rules)
+        if want == sent:
+            return
+        fid = stable_hash("rating", ctx.shop, ctx.buyer, agent, str(ts))
+        out.append(Fact(PUT if want else DEL, RATING, ctx.shop, agent, fid, ts, score))
+        self.ratings[key] = (score, want)
+
     def reattribute(self, ctx: Ctx, out: list[Fact]) -> None:
-        """Replies changed: re-credit every known order (a buyer has few)."""
+        """Replies or ad days changed: re-credit known orders and re-check ratings."""
         for order_id, rec in self.orders.items():
             self._emit_order(order_id, rec, ctx, out)
+        for key in self.ratings:
+            self._emit_rating(key, ctx, out)
 
     def _emit_order(self, order_id: str, rec: OrderRec, ctx: Ctx, out: list[Fact]) -> None:
-        if self.head.is_ad(rec.at):
-            want: dict[tuple[str, int], Fact] = {}  # ad buyers are left out of every KPI
+        if rec.at < self.frozen_before:
+            return  # its replies were pruned: the credit it got stands (B4)
+        if self.is_ad_at(rec.at, ctx.rules):
+            want: dict[tuple[str, str, int], Fact] = {}  # ad buyers are left out of every KPI
         else:
             credited, assists = attribute(self.replies, rec.at, ctx.rules.attribution_window_ms)
             want = rec.facts(ctx.shop, ctx.buyer_hash, order_id, credited, assists)
@@ -329,9 +374,11 @@ class Conversation:
     def _prune_replies(self, ctx: Ctx) -> None:
         """Keep two attribution windows of replies: enough for orders that lag a day."""
         replies = self.replies
-        horizon = replies[-1][0] - 2 * ctx.rules.attribution_window_ms
+        window = ctx.rules.attribution_window_ms
+        horizon = replies[-1][0] - 2 * window
         if replies[0][0] < horizon:
             del replies[: bisect.bisect_left(replies, (horizon, ""))]
+            self.frozen_before = max(self.frozen_before, horizon + window)
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -388,6 +435,9 @@ class Conversation:
             "p": None if p is None else [p.agent, p.ts, p.a, p.b],
             "r": [list(r) for r in self.replies],
             "o": {k: rec.to_list() for k, rec in self.orders.items()},
+            "g": [[a, ts, score, sent] for (a, ts), (score, sent) in self.ratings.items()],
+            "ad": [[day, since] for day, since in self.ad_days.items()],
+            "fz": self.frozen_before,
         }
 
     @staticmethod
@@ -410,6 +460,9 @@ class Conversation:
         c.head = head if c.tail else c.base
         c.replies = [(int(ts), str(a)) for ts, a in d.get("r", ())]
         c.orders = {k: OrderRec.from_list(v, ctx.shop) for k, v in d.get("o", {}).items()}
+        c.ratings = {(str(a), int(ts)): (int(sc), bool(se)) for a, ts, sc, se in d.get("g", ())}
+        c.ad_days = {int(day): int(since) for day, since in d.get("ad", ())}
+        c.frozen_before = int(d.get("fz", -1))
         p = d.get("p")
         if p is not None:
             c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])

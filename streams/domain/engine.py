@@ -143,8 +143,10 @@ class Engine:
             akey = agent_key(shop, agent)
             for m in st.buckets:
                 records[f"{akey}{SEP}{m}"] = self.stage2.record(f"{akey}{SEP}{m}")
-            records[f"{akey}{SEP}p"] = self.stage2.record(f"{akey}{SEP}p")
-            records[f"{akey}{SEP}t"] = self.stage2.record(f"{akey}{SEP}t")
+            for day in st.days:
+                records[f"{akey}{SEP}d{day}"] = self.stage2.record(f"{akey}{SEP}d{day}")
+            for part in ("p", "t", "e"):
+                records[f"{akey}{SEP}{part}"] = self.stage2.record(f"{akey}{SEP}{part}")
         return orjson.dumps({"c": convs, "a": records, "o": self.stage1.outcomes})
 
     @classmethod

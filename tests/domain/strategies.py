@@ -86,7 +86,9 @@ def describe(events: Sequence[ChatEvent], base: int | None = None) -> str:
     return "\n".join(lines)
 
 
-_GAP_KINDS = ("tie",) + ("short",) * 6 + ("mid",) * 5 + ("long",) * 2 + ("idle",) * 2 + ("huge",)
+_GAP_KINDS = ("tie",) + ("short",) * 6 + ("mid",) * 5 + ("long", "idle") * 2 + ("huge", "edge")
+# exactly the reorder window, session_idle (20 s / 60 s) and unanswered_after
+_EDGE_GAPS = (2 * SECOND, 20 * SECOND, 30 * SECOND, 60 * SECOND)
 
 
 @st.composite
@@ -100,6 +102,8 @@ def gaps(draw: st.DrawFn) -> int:
         return draw(st.integers(3 * SECOND, 12 * SECOND))
     if kind == "long":
         return draw(st.integers(20 * SECOND, 45 * SECOND))
+    if kind == "edge":
+        return draw(st.sampled_from(_EDGE_GAPS))
     if kind == "idle":
         return draw(st.integers(60 * SECOND + 1, 200 * SECOND))
     return draw(st.integers(5 * MINUTE, 70 * MINUTE))
@@ -121,6 +125,7 @@ _ACTIONS = (
     "bot",
     "transfer",
     "close",
+    "give_up",
 )
 _TEXTS = (None, None, None, None, "hi", "在吗")
 _AD_TEXTS = ("加微信 a1b2", "see https://spam.example")
@@ -186,8 +191,16 @@ def scenarios(draw: st.DrawFn, max_steps: int = 40) -> Scenario:
                 emit(conv, "buyer", buyer_agent(conv))
         elif action == "exchange":  # a question and, a little later, its answer
             emit(conv, "buyer", buyer_agent(conv))
-            t += draw(st.integers(0, 12 * SECOND))
+            t += draw(st.one_of(st.integers(0, 12 * SECOND), st.sampled_from(_EDGE_GAPS)))
             emit(conv, "agent", assigned[conv] or draw(st.sampled_from(agents)))
+        elif action == "give_up":  # a question, then a transfer or close on an exact edge
+            emit(conv, "buyer", buyer_agent(conv))
+            t += draw(st.sampled_from(_EDGE_GAPS))
+            if chance(draw, 2):
+                emit(conv, "system", None, "close")
+            else:
+                assigned[conv] = draw(st.sampled_from(agents))
+                emit(conv, "system", assigned[conv], "transfer")
         elif action == "reply":
             current = assigned[conv]
             if current is None or chance(draw, 6):
@@ -254,11 +267,21 @@ def with_duplicates(draw: st.DrawFn, events: Sequence[ChatEvent]) -> tuple[list[
 
 
 @st.composite
-def nows(draw: st.DrawFn, last_ts: int) -> list[int]:
-    """Increasing snapshot instants: at the last event and a bit (or a lot) later."""
+def nows(draw: st.DrawFn, scn: Scenario) -> list[int]:
+    """Increasing snapshot instants: at the last event, and later ones, some exactly on an edge
+    (an event's ts + session_idle or + unanswered_after, or a whole minute)."""
+    last = scn.last_ts
     later = draw(
         st.sampled_from(
             (1, 15 * SECOND, 30 * SECOND, 45 * SECOND, 61 * SECOND, 5 * MINUTE, 61 * MINUTE)
         )
     )
-    return [last_ts, last_ts + later + draw(st.integers(0, 999))]
+    out = {last, last + later + draw(st.sampled_from((0, 1, 999)))}
+    e = draw(st.sampled_from(scn.events))
+    rules = scn.rules_for(e.shop_id)
+    edge = e.ts + draw(st.sampled_from((rules.session_idle_ms, rules.unanswered_after_ms)))
+    if edge >= last:
+        out.add(edge)
+    if chance(draw, 3):
+        out.add(max(last, (last // MINUTE + 1) * MINUTE))  # first ms of the next minute
+    return sorted(out)

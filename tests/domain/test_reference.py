@@ -95,6 +95,7 @@ def test_burst_is_one_round() -> None:
     a = s[("s1", "a1")]
     w = a.windows["5m"]
     assert (w.rounds, w.rt_mean, w.first_rounds, w.frt_mean) == (1, 7.0, 1, 7.0)
+    assert w.rt_sum_ms == 7000
     assert w.rt_quantiles == {0.5: 7.0, 0.9: 7.0, 0.95: 7.0, 0.99: 7.0}
     assert w.frt_quantiles == w.rt_quantiles
     assert w.within == {"warning": 0, "critical": 1, "slow": 1}

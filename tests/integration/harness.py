@@ -247,4 +247,8 @@ def snapshots_from_metrics(samples: Mapping[Sample, float], now_ms: int) -> dict
             ratios.append((s, lab["window"], lab["level"], value))
     for s, window, level, ratio in ratios:
         s.windows[window].within[level] = round(ratio * s.windows[window].rounds)
+    for s in snaps.values():
+        for w in s.windows.values():
+            if w.rt_mean is not None:
+                w.rt_sum_ms = round(w.rt_mean * 1000 * w.rounds)
     return snaps
