@@ -71,7 +71,7 @@ def _expected(sim: Simulator, config_path: Path, messages: list) -> tuple[dict, 
     return reference_snapshots(events, cfg.rules, cfg.filters, now, cfg.team_of), now, bad
 
 
-def _wait_for_reference(worker: Worker, expected: dict, now: int, timeout: float = 90) -> None:
+def _wait_for_reference(worker: Worker, expected: dict, now: int, timeout: float = 240) -> None:
     last: list[str] = []
 
     def settled() -> bool:
@@ -158,7 +158,7 @@ def test_sigkill_mid_day_loses_and_doubles_nothing(broker, app_id, workdir):
         name="worker-restarted",
     ).start()
     try:
-        _wait_for_reference(restarted, expected, now, timeout=120)
+        _wait_for_reference(restarted, expected, now, timeout=300)
         samples = restarted.metrics()
         chat = restarted.topics["chat"]
         redone = samples.get(("kefu_events_total", labels(topic=chat, outcome="accepted")), 0)
