@@ -190,6 +190,9 @@ class Runtime:
         # A batch awaits the broker between processing and writing state; the retention sweep
         # must not drop a conversation in that gap.
         self.stage1_lock = asyncio.Lock()
+        # Facts batches, expiry and the counters all change aggregate records: one at a time.
+        self.stage2_lock = asyncio.Lock()
+        self._swept_minute = -1
 
     def _lines_for(self, shop: str, agent: str) -> Lines:
         return self.config.lines(shop, self.config.team_of(agent))
@@ -320,19 +323,24 @@ class Runtime:
                 facts.extend(Fact.from_wire(shop, agent, row) for row in rows)
             except (orjson.JSONDecodeError, TypeError, ValueError):
                 log.warning("skipping malformed facts message at %s/%s", rec.partition, rec.offset)
-        self.aggs.apply(facts)
-        await self._persist_aggregates(sink)
+        async with self.stage2_lock:
+            self.aggs.apply(facts)
+            await self._persist_aggregates(sink)
 
     async def _persist_aggregates(self, sink: Sink, extra: Iterable[str] = ()) -> None:
+        """Write changed aggregate records. Callers hold `stage2_lock`: two writers of the same
+        key must not interleave, or an older value could land last and win on recovery."""
         dirty = self.aggs.take_dirty()
         for key in extra:
             dirty[key] = None
+        # Serialize everything before the first await: the values are the state *now*.
+        encoded = [
+            (key.encode(), None if value is None else orjson.dumps(value),
+             partition_of(key.rpartition(SEP)[0].encode(), self.partitions))
+            for key, value in dirty.items()
+        ]
         futures: list[Awaitable[Any]] = []
-        for key, value in dirty.items():
-            kb = key.encode()
-            akey = key.rpartition(SEP)[0].encode()
-            vb = None if value is None else orjson.dumps(value)
-            part = partition_of(akey, self.partitions)
+        for kb, vb, part in encoded:
             futures.append(await sink.send(self.names.agg_changelog, kb, vb, part))
         if futures:
             await asyncio.gather(*futures)
@@ -421,14 +429,17 @@ class Runtime:
         now = self.clock.now_ms()
         if now <= 0:
             return
-        self.aggs.advance(now)
         minute = now // MINUTE_MS
-        if minute != self._snapshot_minute:
-            # Windows slide every minute: every agent's numbers change, not only the busy ones.
-            self._snapshot_minute = minute
-            gone = self.aggs.expire(now)
-            self.aggs.dirty_agents.update(self.aggs.agents)
-            await self._persist_aggregates(sink, gone)
+        async with self.stage2_lock:
+            self.aggs.advance(now)
+            if minute != self._snapshot_minute:
+                # Windows slide every minute: every agent's numbers change, not only busy ones.
+                self._snapshot_minute = minute
+                gone = self.aggs.expire(now)
+                self.aggs.dirty_agents.update(self.aggs.agents)
+                await self._persist_aggregates(sink, gone)
+        if minute == self._snapshot_minute and self._swept_minute != minute:
+            self._swept_minute = minute
             await self.sweep_conversations(now, sink)
         self.refresh_snapshots(now)
 
