@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from streams import bench
 from streams.config import ConfigError, Settings, load_config
 
 
@@ -199,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file")
     r.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     r.set_defaults(func=cmd_replay)
+
+    b = sub.add_parser("bench", help="measure the worker against a bare consumer (issue 6)")
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.run_bench)
     return p
 
 

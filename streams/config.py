@@ -526,7 +526,12 @@ class Settings:
     heartbeat_s: float = 1.5
     standby_replicas: int = 0
     batch_max: int = 1000
-    batch_within_s: float = 0.05
+    # Seconds of snapshot refresh per 0.5 s tick (most-stale agents first): at most ~30% of a
+    # core goes to re-snapshotting, the rest to processing events.
+    snapshot_budget_s: float = 0.15
+    # How long a fetch may wait for data (Faust hard-codes 1.5 s; each of the two hops pays it
+    # on a broker that answers when the wait runs out).
+    fetch_wait_s: float = 0.1
     max_event_bytes: int = 65536
     security_protocol: str = "PLAINTEXT"
     ssl_cafile: str | None = None
@@ -585,7 +590,8 @@ class Settings:
             heartbeat_s=heartbeat,
             standby_replicas=e.integer("KEFU_STANDBY_REPLICAS", cls.standby_replicas, 0, 100),
             batch_max=e.integer("KEFU_BATCH_MAX", cls.batch_max, 1, 1_000_000),
-            batch_within_s=e.number("KEFU_BATCH_WITHIN", cls.batch_within_s),
+            snapshot_budget_s=e.number("KEFU_SNAPSHOT_BUDGET", cls.snapshot_budget_s),
+            fetch_wait_s=e.number("KEFU_FETCH_WAIT", cls.fetch_wait_s),
             max_event_bytes=e.integer("KEFU_MAX_EVENT_BYTES", cls.max_event_bytes, 256, 1 << 30),
             security_protocol=protocol,
             ssl_cafile=e.file("KEFU_SSL_CAFILE"),

@@ -454,7 +454,7 @@ def test_settings_from_env(tmp_path: Path) -> None:
             "KEFU_HEARTBEAT": "3",
             "KEFU_STANDBY_REPLICAS": "1",
             "KEFU_BATCH_MAX": "500",
-            "KEFU_BATCH_WITHIN": "0.2",
+            "KEFU_SNAPSHOT_BUDGET": "0.2",
             "KEFU_MAX_EVENT_BYTES": "131072",
             "KEFU_SECURITY_PROTOCOL": "sasl_ssl",
             "KEFU_SSL_CAFILE": str(ca),
@@ -476,7 +476,7 @@ def test_settings_from_env(tmp_path: Path) -> None:
         "d",
     )
     assert (s.session_timeout_s, s.heartbeat_s, s.standby_replicas) == (30.0, 3.0, 1)
-    assert (s.batch_max, s.batch_within_s, s.max_event_bytes) == (500, 0.2, 131072)
+    assert (s.batch_max, s.snapshot_budget_s, s.max_event_bytes) == (500, 0.2, 131072)
     assert s.security_protocol == "SASL_SSL" and s.ssl_cafile == str(ca)
     assert (s.sasl_mechanism, s.sasl_username, s.sasl_password) == (
         "SCRAM-SHA-512",
@@ -519,7 +519,7 @@ def test_settings_empty_values_are_unset() -> None:
         ({"KEFU_HEARTBEAT": "10"}, "KEFU_HEARTBEAT"),
         ({"KEFU_STANDBY_REPLICAS": "-1"}, "KEFU_STANDBY_REPLICAS"),
         ({"KEFU_BATCH_MAX": "x"}, "KEFU_BATCH_MAX"),
-        ({"KEFU_BATCH_WITHIN": "nan"}, "KEFU_BATCH_WITHIN"),
+        ({"KEFU_SNAPSHOT_BUDGET": "nan"}, "KEFU_SNAPSHOT_BUDGET"),
         ({"KEFU_MAX_EVENT_BYTES": "1"}, "KEFU_MAX_EVENT_BYTES"),
         ({"KEFU_SECURITY_PROTOCOL": "TLS"}, "KEFU_SECURITY_PROTOCOL"),
         ({"KEFU_SSL_CAFILE": "/nonexistent/ca.pem"}, "KEFU_SSL_CAFILE"),

@@ -355,11 +355,12 @@ class Aggregates:
             m += 1
         return total
 
-    def _paid_buyers(self, st: AgentState, now_ms: int) -> set[int]:
+    def _paid_buyers(self, st: AgentState, now_ms: int, first: int | None = None) -> set[int]:
         """Buyers who paid an order credited to this agent, in everything still retained."""
         if not st.buckets:
             return set()
-        return self._summary(st, min(st.buckets), now_ms // MINUTE_MS).paid
+        return self._summary(st, min(st.buckets) if first is None else first,
+                             now_ms // MINUTE_MS).paid
 
     def _window(
         self,
@@ -371,12 +372,14 @@ class Aggregates:
         now_ms: int,
         lines: Lines,
         paid_buyers: set[int] | None = None,
+        first_bucket: int | None = None,
     ) -> WindowKpis:
         """Every KPI of one agent over [start, end] (epoch ms, minute-aligned start)."""
         last_minute = min(end, now_ms) // MINUTE_MS
         first_minute = start // MINUTE_MS
         if st.buckets:
-            first_minute = max(first_minute, min(st.buckets))
+            first = min(st.buckets) if first_bucket is None else first_bucket
+            first_minute = max(first_minute, first)
         s = self._summary(st, first_minute, last_minute)
         w = WindowKpis()
         received = s.unanswered | s.replied
@@ -429,10 +432,11 @@ class Aggregates:
         lines = self.lines_for(shop, agent)
         team = self.team_of(agent) if agent else "unassigned"
         snap = AgentSnapshot(shop=shop, agent=agent, team=team)
-        paid_buyers = self._paid_buyers(st, now_ms)
+        first = min(st.buckets) if st.buckets else None
+        paid_buyers = self._paid_buyers(st, now_ms, first)
         any_data = False
         for window, start in window_starts(now_ms, rules).items():
-            w = self._window(st, shop, agent, start, now_ms, now_ms, lines, paid_buyers)
+            w = self._window(st, shop, agent, start, now_ms, now_ms, lines, paid_buyers, first)
             if any(getattr(w, name) for name in SUMMABLE):
                 any_data = True
             snap.windows[window] = w
@@ -446,7 +450,7 @@ class Aggregates:
         if month_start <= yesterday and yesterday not in st.days and st.buckets:
             # 00:00–01:00: yesterday is still in minute buckets, not yet a day summary
             month.add(self._window(st, shop, agent, yesterday, today_start - 1, now_ms, lines,
-                                   paid_buyers))
+                                   paid_buyers, first))
         month.add(snap.windows["today"])
         snap.month = month
         snap.month_rt_mean = month.rt_sum_ms / month.rounds / 1000 if month.rounds else None
@@ -472,6 +476,25 @@ class Aggregates:
         if not (any_data or snap.waiting or t.rounds or month_data):
             return None
         return snap
+
+    def next_change(self, shop: str, agent: str, after_ms: int) -> int | None:
+        """When this agent's snapshot next changes with time alone (no new facts), if ever.
+
+        Between facts only waiting buyers move it: one becomes "received" once unanswered
+        for `unanswered_after`, and stops counting as waiting after `session_idle`. (Window
+        edges move every minute, when every agent is re-snapshotted anyway.)
+        """
+        st = self.agents.get((shop, agent))
+        if st is None or not st.pending:
+            return None
+        rules = self.rules_for(shop)
+        after_unanswered, idle = rules.unanswered_after_ms, rules.session_idle_ms
+        due: int | None = None
+        for _start, since, last in st.pending.values():
+            for t in (since + after_unanswered, last + idle + 1):
+                if t > after_ms and (due is None or t < due):
+                    due = t
+        return due
 
     def snapshots(self, now_ms: int) -> dict[tuple[str, str], AgentSnapshot]:
         out: dict[tuple[str, str], AgentSnapshot] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 
 from streams.domain.rules import MINUTE_MS, ShopRules, zone
 
@@ -56,7 +57,14 @@ def period_start_ms(period: str, now_ms: int, rules: ShopRules) -> int:
 
 def month_start_ms(now_ms: int, rules: ShopRules) -> int:
     """Local midnight of the first day of the month holding `now_ms` (shop time zone)."""
-    local = datetime.fromtimestamp(now_ms / 1000, zone(rules.timezone))
+    return _month_start_ms(rules.timezone, now_ms // MINUTE_MS)
+
+
+@lru_cache(maxsize=4096)
+def _month_start_ms(tz: str, minute: int) -> int:
+    # Midnights fall on whole minutes, so the minute decides (and caches well: every agent of a
+    # snapshot round asks for the same one).
+    local = datetime.fromtimestamp(minute * 60, zone(tz))
     first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return int(first.timestamp() * 1000)
 

@@ -1,11 +1,12 @@
-"""The Faust wiring: topics, tables, two batch agents, a refresh timer and the HTTP pages.
+"""The Faust wiring: topics, tables, two batch handlers, a refresh timer and the HTTP pages.
 
 Thin on purpose: every decision lives in `Runtime` and the domain. Faust provides consumer
-groups, partition assignment, offset commits and changelog recovery of the two tables.
+groups, partition assignment, offset commits and changelog recovery of the two tables; the
+batch hook (`fastpath`) hands each fetch round of the worker's topics to one handler call.
 
 Topics (all with the chat topic's partition count, so one worker owns partition *p* of each):
-  kefu.chat + <app>-chat-rekey  →  agent `kefu-conversations` (state: table `conversations`)
-  <app>-facts (keyed by shop+agent) →  agent `kefu-aggregates` (state: table `aggregates`)
+  kefu.chat + <app>-chat-rekey  →  stage 1, `on_input_batch` (state: table `conversations`)
+  <app>-facts (per partition)   →  stage 2, `on_facts_batch` (state: table `aggregates`)
 """
 
 from __future__ import annotations
@@ -14,44 +15,28 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Sequence
 from typing import Any
 
 import faust
-from faust.types import TP, EventT
+from faust.types import TP, Message
 
 from streams.config import Config, Settings
 from streams.export import web
 from streams.pipeline import codecs
-from streams.pipeline.runtime import HEARTBEAT_INTERVAL_S, Headers, Record, Runtime
+from streams.pipeline.fastpath import BatchApp, BatchSink
+from streams.pipeline.runtime import HEARTBEAT_INTERVAL_S, Record, Runtime
 
 log = logging.getLogger(__name__)
+PRODUCER_BATCH_BYTES = 512 * 1024  # record batches the sink fills (Kafka's default limit is 1 MB)
 
 
-class ProducerSink:
-    """`Sink` over Faust's producer: raw bytes, explicit partition, an awaitable per send."""
-
-    def __init__(self, app: faust.App) -> None:
-        self.app = app
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
-        fut: Awaitable[Any] = await self.app.producer.send(
-            topic, key, value, partition, None, headers
-        )
-        return fut
-
-
-def _record(event: EventT[Any]) -> Record:
-    msg = event.message
-    headers = dict(msg.headers) if msg.headers else None
-    return Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, headers)
+def _records(messages: Sequence[Message]) -> list[Record]:
+    return [
+        Record(m.topic, m.partition, m.offset, m.key, m.value,
+               dict(m.headers) if m.headers else None)
+        for m in messages
+    ]
 
 
 class JsonTable(faust.Table[str, Any]):
@@ -103,7 +88,7 @@ def build_app(
     codecs.register()
     rt = Runtime(settings, config, partitions)
     names = rt.names
-    app = faust.App(
+    app = BatchApp(
         settings.app_id,
         broker=list(settings.brokers),
         broker_credentials=broker_credentials(settings),
@@ -120,9 +105,12 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=1,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        broker_max_poll_records=settings.batch_max,
         stream_buffer_maxsize=max(4096, settings.batch_max * 4),
     )
-    sink = ProducerSink(app)
+    app.fetch_wait_ms = int(settings.fetch_wait_s * 1000)
+    sink = BatchSink(app)
 
     counts = input_partitions or {}
     direct = [names.chat, names.rekey]
@@ -134,29 +122,26 @@ def build_app(
     conversations = _table(app, "conversations", partitions)
     aggregates = _table(app, "aggregates", partitions)
     rt.use_table(conversations.data)
-    batch_max, within = settings.batch_max, settings.batch_within_s
 
-    @app.agent(chat, name="kefu-conversations")
-    async def conversation_agent(stream: Any) -> None:
-        async for events in stream.take_events(batch_max, within):
-            await rt.on_input_batch([_record(e) for e in events], sink)
+    async def on_input(messages: Sequence[Message]) -> None:
+        await rt.on_input_batch(_records(messages), sink)
 
+    async def on_forward(messages: Sequence[Message]) -> None:
+        await rt.on_forward_batch(_records(messages), sink)
+
+    async def on_facts(messages: Sequence[Message]) -> None:
+        await rt.on_facts_batch(_records(messages), sink)
+
+    # Stage 1 before stage 2 within a fetch round: facts produced now are read back in a later
+    # round, so the order only keeps the hop short.
+    app.route_batches([chat], on_input)
     if forwarded:
         log.warning("%s partitioned unlike %s: forwarding through %s", forwarded, names.chat,
                     names.rekey)
-        other = app.topic(*forwarded, key_serializer="raw", value_serializer="raw")
-
-        @app.agent(other, name="kefu-forward")
-        async def forward_agent(stream: Any) -> None:
-            async for events in stream.take_events(batch_max, within):
-                await rt.on_forward_batch([_record(e) for e in events], sink)
-
-        del forward_agent
-
-    @app.agent(facts, name="kefu-aggregates")
-    async def aggregate_agent(stream: Any) -> None:
-        async for events in stream.take_events(batch_max, within):
-            await rt.on_facts_batch([_record(e) for e in events], sink)
+        app.route_batches(
+            [app.topic(*forwarded, key_serializer="raw", value_serializer="raw")], on_forward
+        )
+    app.route_batches([facts], on_facts)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
@@ -194,5 +179,5 @@ def build_app(
 
     web.register(app, rt, sink)
 
-    del conversation_agent, aggregate_agent, on_assigned, on_recover, refresh
+    del on_assigned, on_recover, refresh
     return app, rt

@@ -13,6 +13,7 @@ never lose them; repeated chat events are dropped by message id.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import Counter
@@ -61,8 +62,11 @@ DECODERS: dict[str, Decoder] = {
 }
 
 
+Out = tuple[bytes | None, bytes | None, int, Headers | None]  # key, value, partition, headers
+
+
 class Sink(Protocol):
-    """Sends one message; the returned awaitable resolves once the broker has it."""
+    """Sends messages; each returned awaitable resolves once the broker has them."""
 
     async def send(
         self,
@@ -72,6 +76,10 @@ class Sink(Protocol):
         partition: int | None,
         headers: Headers | None = None,
     ) -> Awaitable[Any]: ...
+
+    async def send_many(self, topic: str, records: Sequence[Out]) -> Awaitable[Any]:
+        """Many records to one topic, in order within each partition; one awaitable."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +201,9 @@ class Runtime:
         # Facts batches, expiry and the counters all change aggregate records: one at a time.
         self.stage2_lock = asyncio.Lock()
         self._swept_minute = -1
+        # Agents to re-snapshot, oldest change first, with the time they were queued.
+        self._stale: dict[tuple[str, str], int] = {}
+        self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
 
     def _lines_for(self, shop: str, agent: str) -> Lines:
         return self.config.lines(shop, self.config.team_of(agent))
@@ -232,6 +243,7 @@ class Runtime:
         names = self.names
         good: list[InputEvent] = []
         early: list[Awaitable[Any]] = []
+        rekeyed: list[Out] = []
         counts = self.events_total
         max_bytes = self.settings.max_event_bytes
         for rec in records:
@@ -249,10 +261,12 @@ class Runtime:
                 continue
             key = ev.conversation_key.encode()
             if rec.key != key and rec.topic != names.rekey:
-                early.append(await self._rekey(kind, key, raw, sink))
+                rekeyed.append(self._rekey(kind, key, raw))
                 counts[(topic, "rekeyed")] += 1
                 continue
             good.append(ev)
+        if rekeyed:
+            early.append(await sink.send_many(names.rekey, rekeyed))
         facts, touched = self.stage1.process_batch(good)
         for ev in good:
             self.clock.observe(ev.ts)
@@ -265,27 +279,24 @@ class Runtime:
         if early:
             await asyncio.gather(*early)
         # Facts are durable: now the state that says they were produced.
-        late: list[Awaitable[Any]] = []
         convs = self.stage1.conversations
+        parts = self.partitions
+        state: list[Out] = []
         for ckey in touched:
-            value = orjson.dumps(convs[ckey].to_dict())
             kb = ckey.encode()
-            late.append(
-                await sink.send(names.conv_changelog, kb, value, partition_of(kb, self.partitions))
-            )
-        if late:
-            await asyncio.gather(*late)
+            state.append((kb, orjson.dumps(convs[ckey].to_dict()), partition_of(kb, parts), None))
+        if state:
+            await (await sink.send_many(names.conv_changelog, state))
         self.health.last_batch_at = time.time()
 
-    async def _rekey(self, kind: str, key: bytes, raw: bytes, sink: Sink) -> Awaitable[Any]:
-        """Send an event to where its conversation lives; it is processed from there."""
-        part = partition_of(key, self.partitions)
-        return await sink.send(self.names.rekey, key, raw, part, [(KIND_HEADER, kind.encode())])
+    def _rekey(self, kind: str, key: bytes, raw: bytes) -> Out:
+        """An event for where its conversation lives; it is processed from there."""
+        return key, raw, partition_of(key, self.partitions), [(KIND_HEADER, kind.encode())]
 
     async def on_forward_batch(self, records: Sequence[Record], sink: Sink) -> None:
         """Input topics partitioned unlike the chat topic: everything goes through the rekey
         topic, so orders still meet their conversation on one partition."""
-        futures: list[Awaitable[Any]] = []
+        out: list[Out] = []
         for rec in records:
             kind, decode = self._decoder(rec)
             topic = self.topic_of_kind[kind]
@@ -294,34 +305,44 @@ class Runtime:
                 key = decode(raw, self.settings.max_event_bytes).conversation_key.encode()
             except Rejected:
                 key = rec.key or b""  # rejected where it is decoded again, with its reason
-            futures.append(await self._rekey(kind, key, raw, sink))
+            out.append(self._rekey(kind, key, raw))
             self.events_total[(topic, "rekeyed")] += 1
-        if futures:
-            await asyncio.gather(*futures)
+        if out:
+            await (await sink.send_many(self.names.rekey, out))
 
     async def _send_facts(self, facts: Iterable[Fact], sink: Sink) -> list[Awaitable[Any]]:
-        grouped: dict[tuple[str, str], list[list[object]]] = {}
+        """One message per facts partition: {"shop\x1fagent": [fact rows…], …}.
+
+        Per partition, not per agent: a batch touching 1,000 agents is a handful of messages.
+        """
+        by_agent: dict[tuple[str, str], list[list[object]]] = {}
         for f in facts:
-            grouped.setdefault((f.shop, f.agent), []).append(f.to_wire())
-        futures: list[Awaitable[Any]] = []
-        for (shop, agent), rows in grouped.items():
-            kb = agent_key(shop, agent).encode()
-            part = partition_of(kb, self.partitions)
-            futures.append(await sink.send(self.names.facts, kb, orjson.dumps(rows), part))
-        return futures
+            by_agent.setdefault((f.shop, f.agent), []).append(f.to_wire())
+        if not by_agent:
+            return []
+        by_part: dict[int, dict[str, list[list[object]]]] = {}
+        for (shop, agent), rows in by_agent.items():
+            akey = agent_key(shop, agent)
+            by_part.setdefault(partition_of(akey.encode(), self.partitions), {})[akey] = rows
+        out: list[Out] = [(None, orjson.dumps(group), part, None)
+                          for part, group in by_part.items()]
+        return [await sink.send_many(self.names.facts, out)]
 
     # -- stage 2: facts → per-agent aggregates ---------------------------------------------------
 
     async def on_facts_batch(self, records: Sequence[Record], sink: Sink) -> None:
         facts: list[Fact] = []
         for rec in records:
-            if rec.key is None or rec.value is None:
+            if rec.value is None:
                 continue
-            shop, agent = split_agent_key(rec.key.decode())
             try:
-                rows = orjson.loads(rec.value)
-                facts.extend(Fact.from_wire(shop, agent, row) for row in rows)
-            except (orjson.JSONDecodeError, TypeError, ValueError):
+                body = orjson.loads(rec.value)
+                if rec.key is not None:  # one agent's rows (0.2 format)
+                    body = {rec.key.decode(): body}
+                for akey, rows in body.items():
+                    shop, agent = split_agent_key(akey)
+                    facts.extend(Fact.from_wire(shop, agent, row) for row in rows)
+            except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
                 log.warning("skipping malformed facts message at %s/%s", rec.partition, rec.offset)
         async with self.stage2_lock:
             self.aggs.apply(facts)
@@ -334,16 +355,13 @@ class Runtime:
         for key in extra:
             dirty[key] = None
         # Serialize everything before the first await: the values are the state *now*.
-        encoded = [
+        encoded: list[Out] = [
             (key.encode(), None if value is None else orjson.dumps(value),
-             partition_of(key.rpartition(SEP)[0].encode(), self.partitions))
+             partition_of(key.rpartition(SEP)[0].encode(), self.partitions), None)
             for key, value in dirty.items()
         ]
-        futures: list[Awaitable[Any]] = []
-        for kb, vb, part in encoded:
-            futures.append(await sink.send(self.names.agg_changelog, kb, vb, part))
-        if futures:
-            await asyncio.gather(*futures)
+        if encoded:
+            await (await sink.send_many(self.names.agg_changelog, encoded))
 
     # -- supervisor input ------------------------------------------------------------------------
 
@@ -378,6 +396,9 @@ class Runtime:
         self.aggs.drop(self.owns_agent)
         for ident in [i for i in self.snapshots if not self.owns_agent(*i)]:
             del self.snapshots[ident]
+        for pending in (self._stale, self._due):
+            for ident in [i for i in pending if not self.owns_agent(*i)]:
+                del pending[ident]
         store = self.stage1.conversations
         parts = self.partitions
         for key in [k for k in store if partition_of(k.encode(), parts) not in self.owned]:
@@ -403,12 +424,11 @@ class Runtime:
             futures = await self._send_facts(facts, sink)
             if futures:
                 await asyncio.gather(*futures)
-            tombstones = []
-            for key in gone:
-                kb = key.encode()
-                part = partition_of(kb, self.partitions)
-                tombstones.append(await sink.send(self.names.conv_changelog, kb, None, part))
-            await asyncio.gather(*tombstones)
+            tombstones: list[Out] = [
+                (kb, None, partition_of(kb, self.partitions), None)
+                for kb in (key.encode() for key in gone)
+            ]
+            await (await sink.send_many(self.names.conv_changelog, tombstones))
         log.info("forgot %d idle conversations", len(gone))
         return len(gone)
 
@@ -441,21 +461,49 @@ class Runtime:
         if minute == self._snapshot_minute and self._swept_minute != minute:
             self._swept_minute = minute
             await self.sweep_conversations(now, sink)
-        self.refresh_snapshots(now)
+        self.refresh_snapshots(now, self.settings.snapshot_budget_s)
 
-    def refresh_snapshots(self, now: int) -> None:
-        dirty = self.aggs.dirty_agents
-        # Waiting buyers age every second: agents with someone waiting are always refreshed.
-        for ident, snap in self.snapshots.items():
-            if snap.waiting:
-                dirty.add(ident)
-        for shop, agent in list(dirty):
-            fresh = self.aggs.snapshot(shop, agent, now)
+    def refresh_snapshots(self, now: int, budget_s: float | None = None) -> int:
+        """Re-snapshot changed agents, most stale first, for at most `budget_s` seconds.
+
+        Agents left over stay queued in order and go first next tick, so under load numbers
+        age by a tick or two instead of event processing stalling behind 1,000 snapshots.
+        Returns how many agents are still queued.
+        """
+        queue = self._stale
+        for ident in self.aggs.dirty_agents:
+            queue.setdefault(ident, now)  # keeps its place (and age) if already queued
+        self.aggs.dirty_agents.clear()
+        # Waiting buyers change an agent's numbers with time alone: re-snapshot when due.
+        due = self._due
+        for ident in [i for i, t in due.items() if t <= now]:
+            del due[ident]
+            queue.setdefault(ident, now)
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        done = 0
+        aggs = self.aggs
+        for ident in queue:
+            shop, agent = ident
+            fresh = aggs.snapshot(shop, agent, now)
             if fresh is None:
-                self.snapshots.pop((shop, agent), None)
+                self.snapshots.pop(ident, None)
             else:
-                self.snapshots[(shop, agent)] = fresh
-        dirty.clear()
+                self.snapshots[ident] = fresh
+            when = aggs.next_change(shop, agent, now)
+            if when is None:
+                due.pop(ident, None)
+            else:
+                due[ident] = when
+            done += 1
+            if deadline is not None and not done % 16 and time.perf_counter() > deadline:
+                break
+        if done == len(queue):
+            queue.clear()
+        else:
+            for ident in list(itertools.islice(queue, done)):
+                del queue[ident]
         shops = {shop for shop, _ in self.aggs.agents}
         self.ad_buyers = {shop: self.aggs.ad_buyers(shop, now) for shop in shops}
-        self.snapshot_at_ms = now
+        # Every snapshot holds everything up to this time (the oldest queued change, if any).
+        self.snapshot_at_ms = next(iter(queue.values())) if queue else now
+        return len(queue)

@@ -6,7 +6,6 @@ can be replayed in seconds and compared, KPI by KPI, with the oracle in tests/do
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import orjson
@@ -149,7 +148,6 @@ def test_sigkill_mid_day_loses_and_doubles_nothing(broker, app_id, workdir):
 
     worker.wait_until(past_middle, 60, "the worker to be busy mid-day")
     produce(broker, worker.topics["chat"], keyed[half:])
-    time.sleep(0.3)
     watermark = worker.metrics().get(("kefu_watermark_timestamp_seconds", frozenset()), 0)
     worker.kill()  # SIGKILL while it is consuming the second half
     assert watermark < now / 1000, "the kill must land before the day is fully processed"
@@ -161,8 +159,13 @@ def test_sigkill_mid_day_loses_and_doubles_nothing(broker, app_id, workdir):
         _wait_for_reference(restarted, expected, now, timeout=300)
         samples = restarted.metrics()
         chat = restarted.topics["chat"]
-        redone = samples.get(("kefu_events_total", labels(topic=chat, outcome="accepted")), 0)
-        assert redone > 0, "the restarted worker must have finished the day itself"
+        # The restarted worker re-read what was not committed at the kill: events whose state
+        # was lost (accepted again) or already stored (duplicates, dropped by message id).
+        redone = sum(
+            samples.get(("kefu_events_total", labels(topic=chat, outcome=o)), 0)
+            for o in ("accepted", "duplicate")
+        )
+        assert redone > 0, "the restarted worker must have re-read part of the day"
     finally:
         restarted.stop()
 

@@ -34,6 +34,10 @@ class RecordingSink:
         asyncio.get_running_loop().call_later(0.001, ack)
         return fut
 
+    async def send_many(self, topic: str, records: Any) -> Any:
+        futures = [await self.send(topic, k, v, p, h) for k, v, p, h in records]
+        return asyncio.gather(*futures)
+
 
 def chat(mid: str, sender: str, ts: int, agent: str | None = "a1", buyer: str = "b1") -> bytes:
     return orjson.dumps({"message_id": mid, "shop_id": "s", "buyer_id": buyer, "sender": sender,
