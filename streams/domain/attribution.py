@@ -75,6 +75,21 @@ class OrderRec:
         elif ev.status == "cancelled":
             self.cancelled = ts
 
+    def credit(self) -> tuple[str, tuple[str, ...]] | None:
+        """(credited agent, assisting agents) of the records last emitted for the current
+        attribution time; None if there are none (not emitted yet, left out as an ad buyer's,
+        or the time has moved since: a late `created` event)."""
+        credited: str | None = None
+        assists: list[str] = []
+        for (agent, kind, _), f in self.emitted.items():
+            if kind == ORDER:
+                if f.ts != self.at:
+                    return None
+                credited = agent
+            elif kind == ASSIST:
+                assists.append(agent)
+        return None if credited is None else (credited, tuple(sorted(assists)))
+
     def facts(
         self, shop: str, buyer_hash: int, order_id: str, credited: str, assists: tuple[str, ...]
     ) -> dict[tuple[str, str, int], Fact]:

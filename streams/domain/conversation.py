@@ -196,7 +196,7 @@ class Conversation:
         self.shop = shop
         self.buyer = buyer
         self.replies: list[Reply] = []  # human replies (ts, agent), for attribution
-        self.frozen_before = -1  # orders before this lost replies to pruning: never re-credited
+        self.frozen_before = -1  # orders before this lost replies to pruning: credit kept
         self.orders: dict[str, OrderRec] = {}
         self.ratings: dict[tuple[str, int], tuple[int, bool]] = {}  # (agent, ts) -> (score, sent)
         self.ad_days: dict[int, int] = {}  # local day start -> first ad ts that day
@@ -214,16 +214,17 @@ class Conversation:
         self.seen.add(ev.message_id)
         start = len(out)
         outcome = self._process_chat(ev, ctx, out)
-        changed = False
+        ads_changed = False
         for f in out[start:]:
             if f.kind == AD_BUYER:
-                changed |= self._mark_ad_day(f, ctx)
+                ads_changed |= self._mark_ad_day(f, ctx)
+        changed = ads_changed
         if ev.sender == "agent" and ev.event == "message" and ev.agent_id is not None:
             bisect.insort(self.replies, (ev.ts, ev.agent_id))
             self._prune_replies(ctx)
             changed = True
         if changed and (self.orders or self.ratings):
-            self.reattribute(ctx, out)
+            self.reattribute(ctx, out, ads_changed)
         return outcome
 
     def _mark_ad_day(self, f: Fact, ctx: Ctx) -> bool:
@@ -345,26 +346,35 @@ class Conversation:
         out.append(Fact(PUT if want else DEL, RATING, ctx.shop, agent, fid, ts, score))
         self.ratings[key] = (score, want)
 
-    def reattribute(self, ctx: Ctx, out: list[Fact]) -> None:
+    def reattribute(self, ctx: Ctx, out: list[Fact], ads_changed: bool = True) -> None:
         """Replies or ad days changed: re-credit known orders and re-check ratings."""
+        # Only replies changed: an order whose credit is frozen (B4) has nothing to redo.
+        frozen = -1 if ads_changed else self.frozen_before
         for order_id, rec in self.orders.items():
+            if rec.at < frozen and rec.credit() is not None:
+                continue
             self._emit_order(order_id, rec, ctx, out)
         for key in self.ratings:
             self._emit_rating(key, ctx, out)
 
     def _emit_order(self, order_id: str, rec: OrderRec, ctx: Ctx, out: list[Fact]) -> None:
-        if rec.at < self.frozen_before:
-            return  # its replies were pruned: the credit it got stands (B4)
         if self.is_ad_at(rec.at, ctx.rules):
             want: dict[tuple[str, str, int], Fact] = {}  # ad buyers are left out of every KPI
         else:
-            credited, assists = attribute(self.replies, rec.at, ctx.rules.attribution_window_ms)
-            want = rec.facts(ctx.shop, ctx.buyer_hash, order_id, credited, assists)
+            credit = rec.credit() if rec.at < self.frozen_before else None
+            if credit is None:
+                credit = attribute(self.replies, rec.at, ctx.rules.attribution_window_ms)
+            # else: replies in its span may have been pruned, so the credit it got stands
+            # (B4); its later events (a payment, a refund weeks later) still follow it
+            want = rec.facts(ctx.shop, ctx.buyer_hash, order_id, *credit)
         have = rec.emitted
         if want == have:
             return
         for ident, f in have.items():
-            if ident not in want:
+            g = want.get(ident)
+            if g is None or g.ts != f.ts:
+                # gone, or moved to another time (an earlier `created` or `paid` arrived late):
+                # the record lives in the bucket of its ts, so the old one must be deleted there
                 out.append(f._replace(op=DEL))
         for ident, f in want.items():
             if have.get(ident) != f:

@@ -4,7 +4,7 @@
 Each test states the numbers by hand, checks that the oracle gives them, and that the engine
 gives the oracle's. Times are T0 = 2024-03-15 12:00 Asia/Shanghai (04:00 UTC) plus offsets.
 
-The tests at the end are regressions of engine bugs found while writing these (B1..B7, all
+The tests at the end are regressions of engine bugs found while writing these (B1..B10, all
 fixed); each one names the definition it once violated.
 """
 
@@ -506,7 +506,7 @@ def test_windows_with_several_shops_and_agents_in_one_batch() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# regressions of engine bugs B1..B7 (fixed)
+# regressions of engine bugs B1..B10 (fixed; B4 only for orders credited before the pruning)
 
 
 def BUG(test):  # marks where each regression came from
@@ -664,3 +664,74 @@ def test_B7_checkpoint_keeps_the_day_summaries() -> None:
                                   [expiry, now])
     has(expected, "a1", "month", sales=Decimal(10))
     agrees(restored.snapshots(now), expected)
+
+
+# A silent order at T; the reply 1 ms later is too late to credit it. Two attribution windows
+# later a reply prunes that reply, which freezes every order before T + 1 day + 2 ms; then o1 is
+# refunded. (Shrunk from test_crash_restore_and_redelivery_give_the_same_figures.)
+_B8_EVENTS = [
+    order(T0, "o1", "created", "10"), reply(T0 + 1, "a1"), order(T0 + 2, "o1", "paid", "10"),
+    reply(T0 + 2 * DAY + 2, "a1"), order(T0 + 2 * DAY + 3, "o1", "refunded", "10"),
+]
+
+
+@BUG
+def test_B8_an_order_frozen_by_reply_pruning_still_takes_its_refund() -> None:
+    """Definition 4 (every `refunded` event is one refund). The B4 fix made
+    Conversation._emit_order return early for an order older than `frozen_before`, which froze
+    the whole order, not only its credit: a refund (or payment) arriving after the pruning was
+    never emitted. Minimal: silent order o1 created T, reply a1 T+1ms, paid T+2ms; reply a1
+    T+2d+2ms; refund T+2d+3ms -> engine: no refund for the shop queue."""
+    actual, expected = run(_B8_EVENTS, T0 + 2 * DAY + MINUTE)
+    has(expected, "", "today", refunded_orders=1, refund_amount=Decimal(10))
+    has(expected, "", "month", ordered_buyers=1, paid_orders=1, refunded_orders=1)
+    agrees(actual, expected)
+
+
+@BUG
+def test_B8_the_same_after_a_crash_and_redelivery() -> None:
+    """The form the crash property found it in: checkpoint after the payment, the rest lost in
+    the crash, restore, redelivery from offset 1. Conversation.to_dict/from_dict keep
+    `frozen_before`, so the restored engine drops the redelivered refund the same way."""
+    rules, now = lambda _s: RULES, T0 + 2 * DAY + MINUTE
+    engine = Engine(rules, ADS)
+    engine.feed(_B8_EVENTS[:3])
+    blob = engine.checkpoint()
+    engine.feed(_B8_EVENTS[3:])  # lost in the crash
+    restored = Engine.restore(blob, rules, ADS)
+    for e in _B8_EVENTS[1:]:
+        restored.feed([e])
+    expected = business_snapshots(*split_events(_B8_EVENTS), rules, ADS, now)
+    has(expected, "", "today", refunded_orders=1, refund_amount=Decimal(10))
+    agrees(restored.snapshots(now), expected)
+
+
+@BUG
+def test_B9_an_order_record_that_moves_to_an_earlier_time_leaves_no_copy_behind() -> None:
+    """Definitions 2 and 4 (T = the `created` ts, the paid ts = the smallest `paid` ts). An
+    order's records are keyed by (agent, kind, order) in `emitted`, but live in the minute
+    bucket of their ts: when a late `created` (or an earlier `paid`) moves a record, only the
+    new one was put, and the old one stayed in its old minute. Minimal: reply a1 T-30s; o1
+    `cancelled` T+10m and `paid` T+10m arrive first, then `paid` T+1m and `created` T -> at
+    T+11m the engine's 5m window still holds o1's order and payment."""
+    arrival = [reply(T0 - 30 * SECOND, "a1"), order(T0 + 10 * MINUTE, "o1", "cancelled"),
+               order(T0 + 10 * MINUTE, "o1", "paid", "10"), order(T0 + MINUTE, "o1", "paid", "10"),
+               order(T0, "o1", "created", "10")]
+    actual, expected = run(arrival, T0 + 11 * MINUTE)
+    has(expected, "a1", "5m", ordered_buyers=0, paid_orders=0)
+    has(expected, "a1", "today", ordered_buyers=1, paid_orders=1, sales=Decimal(10))
+    agrees(actual, expected)
+
+
+@BUG
+def test_B10_a_frozen_credit_does_not_outlive_a_late_created_event() -> None:
+    """Definition 2. An order's frozen credit (B4) holds for the time it was computed at: o1's
+    first event, a refund at T+1h, credits a1 (reply at T); a reply two days later prunes that
+    reply; then `created` at T-1h arrives, so T-1h is o1's time, with no reply in its span ->
+    a silent order. The engine kept o1 (and its refund) with a1."""
+    arrival = [reply(T0, "a1"), order(T0 + HOUR, "o1", "refunded", "30"),
+               reply(T0 + 2 * DAY + 2 * HOUR, "a1"), order(T0 - HOUR, "o1", "created", "30")]
+    actual, expected = run(arrival, T0 + 2 * DAY + 2 * HOUR + MINUTE)
+    has(expected, "", "month", ordered_buyers=1, refunded_orders=1)
+    has(expected, "a1", "month", ordered_buyers=0, refunded_orders=0)
+    agrees(actual, expected)
