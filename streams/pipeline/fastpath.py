@@ -189,8 +189,16 @@ class BatchSink:
         )
         return fut
 
-    async def send_many(self, topic: str, records: Sequence[Out]) -> Awaitable[Any]:
-        """Send records (in order within each partition); one awaitable for all of them."""
+    async def send_many(
+        self, topic: str, records: Sequence[Out], *, seal: bool = False
+    ) -> Awaitable[Any]:
+        """Send records (in order within each partition); one awaitable for all of them.
+
+        `seal` (changelogs): end each partition's write with a one-record batch repeating its
+        last record. Some brokers (the embedded Tansu) answer ListOffsets(latest) with the
+        *last batch's base offset*, and Faust's recovery stops there — it would silently skip
+        the whole last batch of state. Sealed, it skips only the repeat.
+        """
         if not records:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
@@ -220,6 +228,11 @@ class BatchSink:
                 # behind the batches already handed to the accumulator)
                 futures.append(await self.send(topic, key, value, partition, headers))
             if n:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+            if seal:
+                key, value, _, headers = recs[-1]
+                batch = producer.create_batch()
+                batch.append(timestamp=None, key=key, value=value, headers=headers or [])
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
         return asyncio.gather(*futures)
 

@@ -77,8 +77,13 @@ class Sink(Protocol):
         headers: Headers | None = None,
     ) -> Awaitable[Any]: ...
 
-    async def send_many(self, topic: str, records: Sequence[Out]) -> Awaitable[Any]:
-        """Many records to one topic, in order within each partition; one awaitable."""
+    async def send_many(
+        self, topic: str, records: Sequence[Out], *, seal: bool = False
+    ) -> Awaitable[Any]:
+        """Many records to one topic, in order within each partition; one awaitable.
+
+        `seal`: the write is a table changelog; make sure recovery reads all of it.
+        """
         ...
 
 
@@ -286,7 +291,7 @@ class Runtime:
             kb = ckey.encode()
             state.append((kb, orjson.dumps(convs[ckey].to_dict()), partition_of(kb, parts), None))
         if state:
-            await (await sink.send_many(names.conv_changelog, state))
+            await (await sink.send_many(names.conv_changelog, state, seal=True))
         self.health.last_batch_at = time.time()
 
     def _rekey(self, kind: str, key: bytes, raw: bytes) -> Out:
@@ -361,7 +366,7 @@ class Runtime:
             for key, value in dirty.items()
         ]
         if encoded:
-            await (await sink.send_many(self.names.agg_changelog, encoded))
+            await (await sink.send_many(self.names.agg_changelog, encoded, seal=True))
 
     # -- supervisor input ------------------------------------------------------------------------
 
@@ -428,7 +433,7 @@ class Runtime:
                 (kb, None, partition_of(kb, self.partitions), None)
                 for kb in (key.encode() for key in gone)
             ]
-            await (await sink.send_many(self.names.conv_changelog, tombstones))
+            await (await sink.send_many(self.names.conv_changelog, tombstones, seal=True))
         log.info("forgot %d idle conversations", len(gone))
         return len(gone)
 

@@ -19,6 +19,7 @@ take ~5-10 s; every wait below is bounded.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -270,13 +271,19 @@ def test_stopping_a_worker_mid_stream_loses_and_doubles_nothing(broker, app_id, 
         middle = max(decode_chat(v).ts for _, v in keyed[: half // 2] if _ok(v)) / 1000
         for w in ws:
             w.wait_until(lambda w=w: _watermark(w) >= middle, 90, f"{w.name} past mid-stream")
-        produce(broker, chat, keyed[half:])
-        time.sleep(0.3)
+        # Stop the leaver while the second half is still arriving and being processed.
+        feeder = threading.Thread(target=produce, args=(broker, chat, keyed[half:]))
+        feeder.start()
+        mark = half + (len(keyed) - half) // 4
+        deadline = time.monotonic() + 60
+        while _accounted(survivor) + _accounted(leaver) < mark and time.monotonic() < deadline:
+            time.sleep(0.02)
         stopped_at = _accounted(survivor) + _accounted(leaver)
         if how == "sigterm":
             leaver.stop()
         else:
             leaver.kill()
+        feeder.join()
         assert stopped_at < len(keyed), "the stop must land before the stream is processed"
         # The survivor takes over every partition (a SIGKILLed member first has to time out).
         survivor.wait_until(lambda: _owned(survivor) == set(range(PARTITIONS)), 90,

@@ -34,7 +34,7 @@ class RecordingSink:
         asyncio.get_running_loop().call_later(0.001, ack)
         return fut
 
-    async def send_many(self, topic: str, records: Any) -> Any:
+    async def send_many(self, topic: str, records: Any, *, seal: bool = False) -> Any:
         futures = [await self.send(topic, k, v, p, h) for k, v, p, h in records]
         return asyncio.gather(*futures)
 
