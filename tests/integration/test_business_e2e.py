@@ -5,22 +5,33 @@ ratings → every business KPI and the scorecard on /metrics == the oracle
 Event-clock mode (KEFU_CLOCK=event): *now* is the largest event ts, so the whole simulated day
 replays in seconds. Every record is keyed "{shop_id}:{buyer_id}" (the simulator mis-keys ~0.5 %
 of chat on purpose; re-keyed by the worker, they would arrive in another order than the
-oracle's). Chat is produced first and processed, then orders and ratings: the order system lags
-the whole day, the SPEC's "order events arriving after later chat events" case at its extreme.
-(Produced together, the worker reads the three topics at its own pace; orders read before the
-chat that credits them hit engine bug B1, see tests/domain/test_attribution.py.)
+oracle's). The same day is delivered three ways, and each must give the oracle's figures:
+
+- `chat-first`: chat is produced first and processed, then orders and ratings: the order system
+  lags the whole day, the SPEC's "order events arriving after later chat events" case at its
+  extreme.
+- `live`: as a live shop sends it: one producer thread per topic, each sending its records in
+  the simulator's arrival order, paced by one shared clock (the day squeezed into ~20 s), so
+  chat, orders and ratings reach the broker interleaved in event time.
+- `one-stream`: the whole day as one interleaved stream (arrival order, all three topics) from
+  one producer, unpaced: the worker reads the three topics at its own pace, so orders and
+  ratings may be read well before the chat around them, and chat before the orders.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
+from streams.broker import EmbeddedBroker
 from streams.config import Config, load_config
 from streams.events import Rejected, decode_chat, decode_order, decode_rating
 from streams.simulate import Simulator
@@ -32,6 +43,7 @@ pytestmark = pytest.mark.integration
 
 DAY_START_MS = 1_731_254_400_000  # 2024-11-11 00:00 +08:00
 BUYERS_PER_MINUTE = 1.0  # ~1,400 visits, ~14k chat events, ~1k order events in the day
+LIVE_SECONDS = 20.0  # the `live` delivery's wall-clock length of the simulated day
 DECODERS: dict[str, Callable[[bytes], Any]] = {
     "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
 }
@@ -67,19 +79,96 @@ def _config(sim: Simulator, path: Path) -> Path:
     return path
 
 
-def _keyed(messages: list[Any]) -> tuple[dict[str, list[tuple[bytes, bytes]]], dict[str, list]]:
-    """Per topic kind: (conversation key, value) records, and the decoded good events."""
-    records: dict[str, list[tuple[bytes, bytes]]] = {k: [] for k in DECODERS}
+Stream = list[tuple[str, int, bytes, bytes]]  # (topic kind, arrival ms, key, value)
+
+
+def _keyed(messages: list[Any]) -> tuple[Stream, dict[str, list]]:
+    """The day in arrival order as (topic kind, arrival ms, conversation key, value) records,
+    and the decoded good events per topic kind."""
+    stream: Stream = []
     events: dict[str, list] = {k: [] for k in DECODERS}
     for m in messages:
         try:
             ev = DECODERS[m.topic](m.value)
         except Rejected:
-            records[m.topic].append((m.key, m.value))
+            stream.append((m.topic, m.ts, m.key, m.value))
             continue
-        records[m.topic].append((ev.conversation_key.encode(), m.value))
+        stream.append((m.topic, m.ts, ev.conversation_key.encode(), m.value))
         events[m.topic].append(ev)
-    return records, events
+    return stream, events
+
+
+def _of(stream: Stream, kind: str) -> list[tuple[bytes, bytes]]:
+    return [(key, value) for k, _, key, value in stream if k == kind]
+
+
+def _events_seen(worker: Worker, kind: str) -> float:
+    samples = worker.metrics()
+    topic = worker.topics[kind]
+    return sum(samples.get(("kefu_events_total", labels(topic=topic, outcome=o)), 0)
+               for o in ("accepted", "duplicate", "late", "rejected"))
+
+
+def _deliver_chat_first(broker: EmbeddedBroker, worker: Worker, stream: Stream) -> None:
+    chat = _of(stream, "chat")
+    produce(broker, worker.topics["chat"], chat)
+    worker.wait_until(lambda: _events_seen(worker, "chat") == len(chat), 90,
+                      "the day's chat to be processed")
+    produce(broker, worker.topics["orders"], _of(stream, "orders"))
+    produce(broker, worker.topics["ratings"], _of(stream, "ratings"))
+
+
+def _deliver_live(broker: EmbeddedBroker, worker: Worker, stream: Stream) -> None:
+    """One producer thread per topic, each sending at its records' arrival time on one shared
+    clock that runs the day in LIVE_SECONDS."""
+    first, last = stream[0][1], stream[-1][1]
+    scale = LIVE_SECONDS / max(1, last - first)
+    t0 = time.monotonic() + 0.5
+    errors: list[BaseException] = []
+    sent: dict[str, int] = {}
+
+    def send(kind: str) -> None:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5, acks="all")
+        try:
+            n = 0
+            for k, arrival, key, value in stream:
+                if k != kind:
+                    continue
+                delay = t0 + (arrival - first) * scale - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                producer.send(worker.topics[kind], key=key, value=value)
+                n += 1
+            producer.flush(60)
+            sent[kind] = n
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+        finally:
+            producer.close(10)
+
+    threads = [threading.Thread(target=send, args=(kind,), name=f"produce-{kind}")
+               for kind in DECODERS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(LIVE_SECONDS + 120)
+    assert not errors, errors
+    assert sent == {kind: len(_of(stream, kind)) for kind in DECODERS}, sent
+
+
+def _deliver_one_stream(broker: EmbeddedBroker, worker: Worker, stream: Stream) -> None:
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5, acks="all")
+    try:
+        for kind, _, key, value in stream:
+            producer.send(worker.topics[kind], key=key, value=value)
+        producer.flush(60)
+    finally:
+        producer.close(10)
+
+
+DELIVERIES: dict[str, Callable[[EmbeddedBroker, Worker, Stream], None]] = {
+    "chat-first": _deliver_chat_first, "live": _deliver_live, "one-stream": _deliver_one_stream,
+}
 
 
 def _close(got: float, want: float) -> bool:
@@ -213,12 +302,13 @@ class Expected:
         return diffs
 
 
-def test_generated_day_business_kpis_match_reference(broker, app_id, workdir):
+@pytest.mark.parametrize("delivery", list(DELIVERIES))
+def test_generated_day_business_kpis_match_reference(broker, app_id, workdir, delivery):
     sim = Simulator(seed=11, start_ms=DAY_START_MS, buyers_per_minute=BUYERS_PER_MINUTE)
     messages = list(sim.messages(24 * 3600))
     config_path = _config(sim, workdir / "kefu.toml")
     cfg = load_config(config_path)
-    records, events = _keyed(messages)
+    stream, events = _keyed(messages)
     now = max(e.ts for evs in events.values() for e in evs)
     expected = Expected(cfg, events, now)
     # the day has what the KPIs are about
@@ -232,19 +322,7 @@ def test_generated_day_business_kpis_match_reference(broker, app_id, workdir):
 
     worker = Worker(broker, app_id=app_id, workdir=workdir, config_path=config_path).start()
     try:
-        produce(broker, worker.topics["chat"], records["chat"])
-        chat_total = len(records["chat"])
-        chat_topic = worker.topics["chat"]
-
-        def chat_done() -> bool:
-            samples = worker.metrics()
-            seen = sum(samples.get(("kefu_events_total", labels(topic=chat_topic, outcome=o)), 0)
-                       for o in ("accepted", "duplicate", "late", "rejected"))
-            return seen == chat_total
-
-        worker.wait_until(chat_done, 90, "the day's chat to be processed")
-        produce(broker, worker.topics["orders"], records["orders"])
-        produce(broker, worker.topics["ratings"], records["ratings"])
+        DELIVERIES[delivery](broker, worker, stream)
 
         last: list[str] = []
 
@@ -269,7 +347,7 @@ def test_generated_day_business_kpis_match_reference(broker, app_id, workdir):
                                                                  outcome="accepted")), 0)
             duplicate = samples.get(("kefu_events_total", labels(topic=topic,
                                                                   outcome="duplicate")), 0)
-            assert accepted + duplicate == len(records[kind]), kind
+            assert accepted + duplicate == len(_of(stream, kind)), kind
         # the month is today here (nothing earlier this month): same figures, both periods scored
         for key, snap in expected.business.items():
             assert snap.windows["month"] == snap.windows["today"], key
