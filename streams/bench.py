@@ -235,6 +235,16 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
         return 0, b""
 
 
+QUEUE_GAUGES = ("kefu_consumer_lag_messages", "kefu_facts_lag_messages",
+                "kefu_snapshot_queue_agents")
+
+
+def _gauge_sum(body: bytes, name: str) -> float:
+    """Sum of a gauge's samples (all label sets) in a /metrics body; 0 when absent."""
+    pattern = re.compile(rb"^" + name.encode() + rb"(?:\{[^}]*\})? (\S+)$", re.M)
+    return sum(float(v) for v in pattern.findall(body))
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else math.nan
 
@@ -1338,6 +1348,8 @@ class Bench:
         res = asyncio.run(self._latency_run(w, topics, background))
         self.r["latency"] = res
         w.stop()
+        for name, q in res.get("queues", {}).items():
+            log(f"latency: {name} mean {q['mean']:.0f}, max {q['max']:.0f}")
         log(f"latency: /metrics p50 {res['metrics_p50_s'] * 1000:.0f} ms, p99 "
             f"{res['metrics_p99_s'] * 1000:.0f} ms (max {res['metrics_max_s'] * 1000:.0f}); "
             f"wall-board p50 {res['board_p50_s']:.2f}s p99 {res['board_p99_s']:.2f}s; "
@@ -1355,6 +1367,7 @@ class Bench:
         seen: list[tuple[float, int]] = []  # (monotonic, probe rounds) from /metrics
         feeds: list[list[tuple[float, int]]] = [[] for _ in range(FEEDS)]  # wall-board feeds
         scrape: list[float] = []
+        gauges: list[tuple[float, ...]] = []  # QUEUE_GAUGES per /metrics poll
         probe_re = re.compile(
             rb'^kefu_rounds\{shop="' + PROBE_SHOP.encode() + rb'",[^}]*agent="'
             + PROBE_AGENT.encode() + rb'",window="1h"\} (\S+)$', re.M)
@@ -1368,6 +1381,7 @@ class Bench:
                     scrape.append(t1 - t0)
                     m = probe_re.search(body)
                     seen.append((t1, int(float(m.group(1))) if m else 0))
+                    gauges.append(tuple(_gauge_sum(body, name) for name in QUEUE_GAUGES))
                 # At most a quarter of the worker's time goes to rendering for the probe.
                 stop.wait(max(0.02, 3 * (t1 - t0)))
 
@@ -1492,6 +1506,9 @@ class Bench:
             "lag_s": float(m.group(1)) if (m := re.search(
                 rb"^kefu_event_lag_seconds (\S+)$", body, re.M)) else math.nan,
             "scrape_mean_s": sum(scrape) / len(scrape) if scrape else math.nan,
+            "queues": {name: {"mean": statistics.fmean(g[i] for g in gauges),
+                              "max": max(g[i] for g in gauges)}
+                       for i, name in enumerate(QUEUE_GAUGES)} if gauges else {},
             "polls": len(scrape),
             "agents": len(re.findall(rb"^kefu_rounds_total\{", body, re.M)),
         }

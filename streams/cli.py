@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="embedded broker + worker + simulator; prints the URLs")
     d.add_argument("--port", type=int, default=int(os.environ.get("KEFU_WEB_PORT", "6066")))
-    d.add_argument("--rate", type=float, default=6.0, help="simulated events per second")
+    d.add_argument("--rate", type=float, default=20.0, help="simulated events per second")
     d.add_argument("--agents-per-shop", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--partitions", type=int, default=4)

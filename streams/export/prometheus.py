@@ -35,6 +35,7 @@ class State(Protocol):
     health: Health
     clock: Clock
     snapshot_at_ms: int
+    snapshot_queue: int
 
 
 def _esc(value: str) -> str:
@@ -44,11 +45,12 @@ def _esc(value: str) -> str:
 
 
 def _num(v: float) -> str:
-    if isinstance(v, int):
-        return str(v)
+    # repr is exact for ints and floats alike; v - v is 0 unless v is ±inf or nan.
+    if v - v == 0:
+        return repr(v)
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
-    return repr(v)
+    return "NaN"
 
 
 HELP: dict[str, tuple[str, str]] = {
@@ -106,43 +108,80 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_snapshot_timestamp_seconds": ("gauge", "The *now* of the exported KPI snapshot."),
     "kefu_owned_partitions": ("gauge", "Partitions this worker owns and exports."),
     "kefu_consumer_lag_messages": ("gauge", "Unread input messages per owned partition."),
+    "kefu_facts_lag_messages": ("gauge", "Unread facts (stage 2 input) per owned partition."),
+    "kefu_snapshot_queue_agents": (
+        "gauge", "Agents whose numbers changed and wait for a snapshot refresh."
+    ),
     "kefu_broker_last_ack_timestamp_seconds": ("gauge", "When the broker last acked a heartbeat."),
     "kefu_exported_agents": ("gauge", "(shop, agent) series sets this worker exports."),
     "kefu_worker_ready": ("gauge", "1 once state is recovered and the worker is consuming."),
 }
 
 
+# Rendered text of each agent's series, reused while its snapshot object is unchanged (an agent
+# with no new facts keeps the same snapshot between refreshes). Keyed by (shop, agent).
+_FRAGMENTS: dict[tuple[str, str], tuple[AgentSnapshot, dict[str, str]]] = {}
+
+
+def _fragments(s: AgentSnapshot) -> dict[str, str]:
+    """One agent's samples per family, each line ending in a newline, ready to concatenate."""
+    out: dict[str, list[str]] = {name: [] for name in HELP}
+    _agent(out, s)
+    frag: dict[str, str] = {}
+    for name, samples in out.items():
+        if samples:
+            if HELP[name][0] == "histogram":
+                frag[name] = "\n".join(samples) + "\n"
+            else:
+                frag[name] = name + ("\n" + name).join(samples) + "\n"
+    return frag
+
+
 def render(state: State) -> bytes:
     """The whole exposition: KPI families, then the client's process metrics."""
     out: dict[str, list[str]] = {name: [] for name in HELP}
     snaps = sorted(state.snapshots.values(), key=lambda s: (s.shop, s.agent))
+    now_ms = state.clock.now_ms()
+    frags: list[dict[str, str]] = []
+    cache = _FRAGMENTS
+    fresh: dict[tuple[str, str], tuple[AgentSnapshot, dict[str, str]]] = {}
     for s in snaps:
-        _agent(out, s, state.clock.now_ms())
+        key = (s.shop, s.agent)
+        hit = cache.get(key)
+        if hit is None or hit[0] is not s:
+            hit = (s, _fragments(s))
+        fresh[key] = hit
+        frags.append(hit[1])
+        # The one family that moves with the clock, not with the snapshot.
+        base = f'shop="{_esc(s.shop)}",team="{_esc(s.team)}",agent="{_esc(s.agent)}"'
+        out["kefu_oldest_wait_seconds"].append(f"{{{base}}} {_num(s.oldest_wait_seconds(now_ms))}")
+    cache.clear()
+    cache.update(fresh)
     agents = sum(1 for s in snaps if s.agent)
     _targets(out, state, snaps)
     for shop, per_window in sorted(state.ad_buyers.items()):
         for window, n in per_window.items():
             out["kefu_ad_buyers"].append(f'{{shop="{_esc(shop)}",window="{window}"}} {n}')
     _pipeline(out, state, agents)
-    lines: list[str] = []
+    chunks: list[str] = []
     for name, (kind, text) in HELP.items():
         samples = out[name]
-        if not samples:
+        parts = [f[name] for f in frags if name in f]
+        if not samples and not parts:
             continue
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        if kind == "histogram":
-            lines.extend(samples)
-        else:
-            lines.extend(name + s for s in samples)
-    body = "\n".join(lines) + "\n"
-    return body.encode() + generate_latest(REGISTRY)
+        chunks.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n")
+        chunks.extend(parts)
+        if samples:
+            if kind == "histogram":
+                chunks.append("\n".join(samples) + "\n")
+            else:  # one C-level join instead of a Python concatenation per sample
+                chunks.append(name + ("\n" + name).join(samples) + "\n")
+    return "".join(chunks).encode() + generate_latest(REGISTRY)
 
 
-def _agent(out: dict[str, list[str]], s: AgentSnapshot, now_ms: int) -> None:
+def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
     base = f'shop="{_esc(s.shop)}",team="{_esc(s.team)}",agent="{_esc(s.agent)}"'
     out["kefu_waiting_buyers"].append(f"{{{base}}} {s.waiting}")
-    out["kefu_oldest_wait_seconds"].append(f"{{{base}}} {_num(s.oldest_wait_seconds(now_ms))}")
     if not s.agent:
         _silent(out, s)
         return
@@ -282,4 +321,7 @@ def _pipeline(out: dict[str, list[str]], state: State, agents: int) -> None:
     out["kefu_exported_agents"].append(f" {agents}")
     for part, n in sorted(state.health.backlog.items()):
         out["kefu_consumer_lag_messages"].append(f'{{partition="{part}"}} {n}')
+    for part, n in sorted(state.health.facts_backlog.items()):
+        out["kefu_facts_lag_messages"].append(f'{{partition="{part}"}} {n}')
+    out["kefu_snapshot_queue_agents"].append(f" {state.snapshot_queue}")
     out["kefu_worker_ready"].append(f" {1 if state.health.ready else 0}")

@@ -25,7 +25,7 @@ from streams.config import Config, Settings
 from streams.export import web
 from streams.pipeline import codecs
 from streams.pipeline.fastpath import BatchApp, BatchSink
-from streams.pipeline.runtime import HEARTBEAT_INTERVAL_S, Record, Runtime
+from streams.pipeline.runtime import HEARTBEAT_INTERVAL_S, TICK_S, Record, Runtime
 
 log = logging.getLogger(__name__)
 PRODUCER_BATCH_BYTES = 512 * 1024  # record batches the sink fills (Kafka's default limit is 1 MB)
@@ -156,20 +156,24 @@ def build_app(
     beat = [0.0]
     pending: set[asyncio.Future[None]] = set()
 
-    @app.timer(0.5)  # type: ignore[untyped-decorator]
+    @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def refresh() -> None:
         consumer = app.consumer
-        backlog: dict[int, int] = {}
-        for part in rt.owned:
-            tp = TP(names.chat, part)
-            try:
-                high = consumer.highwater(tp)
-            except Exception:  # not fetched yet
-                continue
-            last = rt.last_offsets.get((names.chat, part))
-            if high is not None:
-                backlog[part] = max(0, int(high) - (last + 1 if last is not None else 0))
-        rt.health.backlog = backlog
+
+        def backlog_of(topic: str) -> dict[int, int]:
+            out: dict[int, int] = {}
+            for part in rt.owned:
+                try:
+                    high = consumer.highwater(TP(topic, part))
+                except Exception:  # not fetched yet
+                    continue
+                last = rt.last_offsets.get((topic, part))
+                if high is not None:
+                    out[part] = max(0, int(high) - (last + 1 if last is not None else 0))
+            return out
+
+        rt.health.backlog = backlog_of(names.chat)
+        rt.health.facts_backlog = backlog_of(names.facts)
         now = time.monotonic()
         if now - beat[0] >= HEARTBEAT_INTERVAL_S:
             beat[0] = now

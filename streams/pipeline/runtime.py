@@ -55,6 +55,7 @@ class Record:
 
 KIND_HEADER = "kefu-kind"
 HEARTBEAT_INTERVAL_S = 2.0
+TICK_S = 0.5  # the refresh timer's period (see app.py)
 HEARTBEAT_GRACE_S = 10.0
 Decoder = Callable[[bytes, int], InputEvent]
 DECODERS: dict[str, Decoder] = {
@@ -127,6 +128,7 @@ class Health:
     ready: bool = False
     last_batch_at: float = 0.0
     backlog: dict[int, int] = field(default_factory=dict)  # chat partition -> unread messages
+    facts_backlog: dict[int, int] = field(default_factory=dict)  # facts partition -> unread
     broker_ok_at: float = field(default_factory=time.time)  # last heartbeat the broker acked
 
     def lag_seconds(self, watermark_s: float, now: float | None = None) -> float:
@@ -200,6 +202,7 @@ class Runtime:
         self.last_offsets: dict[tuple[str, int], int] = {}
         self._snapshot_minute = -1
         self.snapshot_at_ms = 0
+        self.snapshot_queue = 0  # agents waiting for a refresh (see refresh_snapshots)
         # A batch awaits the broker between processing and writing state; the retention sweep
         # must not drop a conversation in that gap.
         self.stage1_lock = asyncio.Lock()
@@ -337,7 +340,9 @@ class Runtime:
 
     async def on_facts_batch(self, records: Sequence[Record], sink: Sink) -> None:
         facts: list[Fact] = []
+        last = self.last_offsets
         for rec in records:
+            last[(rec.topic, rec.partition)] = rec.offset
             if rec.value is None:
                 continue
             try:
@@ -466,7 +471,16 @@ class Runtime:
         if minute == self._snapshot_minute and self._swept_minute != minute:
             self._swept_minute = minute
             await self.sweep_conversations(now, sink)
-        self.refresh_snapshots(now, self.settings.snapshot_budget_s)
+        self.refresh_snapshots(now, self.snapshot_budget())
+
+    def snapshot_budget(self) -> float:
+        """Seconds of snapshot refresh this tick: the configured share while input is waiting
+        (events first), most of the tick once caught up (fresh numbers first)."""
+        budget = self.settings.snapshot_budget_s
+        health = self.health
+        if sum(health.backlog.values()) + sum(health.facts_backlog.values()) > 0:
+            return budget
+        return max(budget, TICK_S * 0.8)
 
     def refresh_snapshots(self, now: int, budget_s: float | None = None) -> int:
         """Re-snapshot changed agents, most stale first, for at most `budget_s` seconds.
@@ -511,4 +525,5 @@ class Runtime:
         self.ad_buyers = {shop: self.aggs.ad_buyers(shop, now) for shop in shops}
         # Every snapshot holds everything up to this time (the oldest queued change, if any).
         self.snapshot_at_ms = next(iter(queue.values())) if queue else now
+        self.snapshot_queue = len(queue)
         return len(queue)
