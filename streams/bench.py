@@ -236,7 +236,8 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 
 QUEUE_GAUGES = ("kefu_consumer_lag_messages", "kefu_facts_lag_messages",
-                "kefu_snapshot_queue_agents")
+                "kefu_snapshot_queue_agents", "kefu_snapshot_refreshes_total",
+                "kefu_snapshot_refresh_seconds_total")
 
 
 def _gauge_sum(body: bytes, name: str) -> float:

@@ -135,11 +135,16 @@ class Bucket:
                 s.ads.add(b)
         return s
 
-    def to_json(self) -> list[list[Any]]:
-        return [[k, kind, a, b] for k, (kind, a, b) in self.recs.items()]
+    def to_json(self) -> dict[int, tuple[str, int, int]]:
+        """The records themselves: serialize at once with `orjson.OPT_NON_STR_KEYS` (no copy;
+        the busiest bucket is rewritten every batch, so this is on the hot path)."""
+        return self.recs
 
     @staticmethod
     def from_json(rows: Any) -> Bucket:
         bucket = Bucket()
-        bucket.recs = {int(k): (str(kind), int(a), int(b)) for k, kind, a, b in rows}
+        if isinstance(rows, dict):  # {"key": [kind, a, b]} (0.3)
+            bucket.recs = {int(k): (str(v[0]), int(v[1]), int(v[2])) for k, v in rows.items()}
+        else:  # [[key, kind, a, b], ...] (0.2)
+            bucket.recs = {int(k): (str(kind), int(a), int(b)) for k, kind, a, b in rows}
         return bucket

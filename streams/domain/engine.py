@@ -147,7 +147,8 @@ class Engine:
                 records[f"{akey}{SEP}d{day}"] = self.stage2.record(f"{akey}{SEP}d{day}")
             for part in ("p", "t", "e"):
                 records[f"{akey}{SEP}{part}"] = self.stage2.record(f"{akey}{SEP}{part}")
-        return orjson.dumps({"c": convs, "a": records, "o": self.stage1.outcomes})
+        return orjson.dumps({"c": convs, "a": records, "o": self.stage1.outcomes},
+                            option=orjson.OPT_NON_STR_KEYS)
 
     @classmethod
     def restore(

@@ -36,6 +36,8 @@ class State(Protocol):
     clock: Clock
     snapshot_at_ms: int
     snapshot_queue: int
+    snapshot_seconds: float
+    snapshots_refreshed: int
 
 
 def _esc(value: str) -> str:
@@ -112,6 +114,8 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_snapshot_queue_agents": (
         "gauge", "Agents whose numbers changed and wait for a snapshot refresh."
     ),
+    "kefu_snapshot_refreshes_total": ("counter", "Agent snapshots recomputed."),
+    "kefu_snapshot_refresh_seconds_total": ("counter", "Time spent recomputing agent snapshots."),
     "kefu_broker_last_ack_timestamp_seconds": ("gauge", "When the broker last acked a heartbeat."),
     "kefu_exported_agents": ("gauge", "(shop, agent) series sets this worker exports."),
     "kefu_worker_ready": ("gauge", "1 once state is recovered and the worker is consuming."),
@@ -324,4 +328,6 @@ def _pipeline(out: dict[str, list[str]], state: State, agents: int) -> None:
     for part, n in sorted(state.health.facts_backlog.items()):
         out["kefu_facts_lag_messages"].append(f'{{partition="{part}"}} {n}')
     out["kefu_snapshot_queue_agents"].append(f" {state.snapshot_queue}")
+    out["kefu_snapshot_refreshes_total"].append(f" {state.snapshots_refreshed}")
+    out["kefu_snapshot_refresh_seconds_total"].append(f" {_num(state.snapshot_seconds)}")
     out["kefu_worker_ready"].append(f" {1 if state.health.ready else 0}")

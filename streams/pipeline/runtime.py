@@ -54,6 +54,7 @@ class Record:
 
 
 KIND_HEADER = "kefu-kind"
+NON_STR_KEYS = orjson.OPT_NON_STR_KEYS  # bucket records are keyed by int fact ids
 HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see app.py)
 HEARTBEAT_GRACE_S = 10.0
@@ -203,6 +204,8 @@ class Runtime:
         self._snapshot_minute = -1
         self.snapshot_at_ms = 0
         self.snapshot_queue = 0  # agents waiting for a refresh (see refresh_snapshots)
+        self.snapshot_seconds = 0.0  # time spent re-snapshotting agents, and how many
+        self.snapshots_refreshed = 0
         # A batch awaits the broker between processing and writing state; the retention sweep
         # must not drop a conversation in that gap.
         self.stage1_lock = asyncio.Lock()
@@ -366,7 +369,7 @@ class Runtime:
             dirty[key] = None
         # Serialize everything before the first await: the values are the state *now*.
         encoded: list[Out] = [
-            (key.encode(), None if value is None else orjson.dumps(value),
+            (key.encode(), None if value is None else orjson.dumps(value, option=NON_STR_KEYS),
              partition_of(key.rpartition(SEP)[0].encode(), self.partitions), None)
             for key, value in dirty.items()
         ]
@@ -498,7 +501,8 @@ class Runtime:
         for ident in [i for i, t in due.items() if t <= now]:
             del due[ident]
             queue.setdefault(ident, now)
-        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        started = time.perf_counter()
+        deadline = None if budget_s is None else started + budget_s
         done = 0
         aggs = self.aggs
         for ident in queue:
@@ -516,6 +520,8 @@ class Runtime:
             done += 1
             if deadline is not None and not done % 16 and time.perf_counter() > deadline:
                 break
+        self.snapshot_seconds += time.perf_counter() - started
+        self.snapshots_refreshed += done
         if done == len(queue):
             queue.clear()
         else:
