@@ -197,16 +197,19 @@ class Aggregates:
             return
         self.now_ms = now_ms
         for (shop, agent), st in self.agents.items():
-            uncounted = st.totals.uncounted
-            if not uncounted:
-                continue
-            horizon = now_ms - self.rules_for(shop).reorder_window_ms
-            ready = [fid for fid, (ts, _) in uncounted.items() if ts <= horizon]
-            for fid in ready:
-                _, ms = uncounted.pop(fid)
-                self._count(st, shop, agent, ms)
-            if ready:
-                self.dirty_agents.add((shop, agent))
+            if st.totals.uncounted:
+                self._count_settled(st, shop, agent)
+
+    def _count_settled(self, st: AgentState, shop: str, agent: str) -> None:
+        """Count the agent's uncounted rounds that are older than now − reorder window."""
+        uncounted = st.totals.uncounted
+        horizon = self.now_ms - self.rules_for(shop).reorder_window_ms
+        ready = [fid for fid, (ts, _) in uncounted.items() if ts <= horizon]
+        for fid in ready:
+            _, ms = uncounted.pop(fid)
+            self._count(st, shop, agent, ms)
+        if ready:
+            self.dirty_agents.add((shop, agent))
 
     # -- persistence -----------------------------------------------------------------------------
 
@@ -253,6 +256,10 @@ class Aggregates:
             st.pending = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in value}
         elif part == "t":
             st.totals = Totals.from_json(value)
+            # Rounds the writer had not counted yet (its *now* was earlier: another worker's
+            # clock, or a tick that had not come yet). `advance` only looks again when *now*
+            # moves forward, so those already settled by this *now* are counted here, or never.
+            self._count_settled(st, shop, agent)
         elif part == "e":
             st.execution = {int(k): float(v) for k, v in value}
         elif part.startswith("d"):
