@@ -246,6 +246,46 @@ def _gauge_sum(body: bytes, name: str) -> float:
     return sum(float(v) for v in pattern.findall(body))
 
 
+def cold_render(data: Any, config_path: Path, runs: int = 3) -> tuple[float, int]:
+    """/metrics render time (median of `runs`) when every agent changed since the last scrape.
+
+    In-process on the same data (a `Runtime` fed directly, no Kafka), with the per-agent text
+    cache emptied before each render: what a Prometheus scrape costs a busy worker, where the
+    idle worker's figure reuses every agent's text.
+    """
+    import contextlib as _cl
+
+    from streams.config import Settings, load_config
+    from streams.events import Rejected, decode_chat, decode_order, decode_rating
+    from streams.export import prometheus
+    from streams.pipeline.runtime import Runtime
+
+    cfg = load_config(config_path)
+    rt = Runtime(Settings(clock="event"), cfg, 4)
+    rt.owned = {0, 1, 2, 3}
+    decoders = {"chat": decode_chat, "orders": decode_order, "ratings": decode_rating}
+    events: list[Any] = []
+    for kind, _key, value, _ts in data.records:
+        with _cl.suppress(Rejected):
+            events.append(decoders[kind](value))
+    for i in range(0, len(events), 1000):
+        chunk = events[i:i + 1000]
+        facts, _ = rt.stage1.process_batch(chunk)
+        rt.aggs.apply(facts)
+        for ev in chunk:
+            rt.clock.observe(ev.ts)
+    now = rt.clock.now_ms()
+    rt.aggs.advance(now)
+    rt.refresh_snapshots(now)
+    times = []
+    for _ in range(runs):
+        prometheus._FRAGMENTS.clear()
+        t0 = time.perf_counter()
+        prometheus.render(rt)
+        times.append(time.perf_counter() - t0)
+    return median(times), sum(1 for s in rt.snapshots.values() if s.agent)
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else math.nan
 
@@ -1278,7 +1318,9 @@ class Bench:
                 per_agent[(ma.group(1), ma.group(2))] += 1
                 families[ln.split("{", 1)[0]] += 1
         n_agents = len(per_agent)
+        cold = cold_render(self.data, self.config)
         self.r["scrape"] = {
+            "cold_median_s": cold[0], "cold_agents": cold[1],
             "median_s": median(times), "max_s": max(times), "bytes": median(sizes),
             "series": len(series), "agents": n_agents,
             "series_per_agent": (sum(per_agent.values()) / n_agents) if n_agents else math.nan,
@@ -1784,11 +1826,13 @@ def goals(r: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
                  _verdict(bp99 < GOAL_WALLBOARD_S)))
     sc = r.get("scrape", {})
     sm = _nan(sc, "median_s")
+    cold = _nan(sc, "cold_median_s")
     rows.append((f"/metrics render, {sc.get('agents', '?')} agents",
                  f"< {GOAL_SCRAPE_S * 1000:.0f} ms",
-                 f"{_f(sm * 1000)} ms median, {_f(_nan(sc, 'max_s') * 1000)} ms max; "
+                 f"{_f(cold * 1000)} ms when every agent changed; {_f(sm * 1000)} ms median "
+                 f"idle (text reused); "
                  f"{_f(_nan(sc, 'series_per_agent'), '{:.0f}')} series per agent",
-                 _verdict(sm < GOAL_SCRAPE_S)))
+                 _verdict(cold < GOAL_SCRAPE_S)))
     first = median([x["first_event_s"] for x in r.get("worker", [])])
     rows.append(("first event after start", f"< {GOAL_FIRST_EVENT_S:g} s",
                  f"{_f(first, '{:.1f}')} s",
@@ -2047,7 +2091,11 @@ def render_markdown(r: Mapping[str, Any]) -> str:
           f"idle: median {sc['median_s'] * 1000:.0f} ms, max {sc['max_s'] * 1000:.0f} ms, "
           f"{sc['bytes'] / 1e6:.1f} MB, {sc['series']:,} series, "
           f"**{sc['series_per_agent']:.1f} series per agent**. `/api/v1/agents`: "
-          f"{sc['api_median_s'] * 1000:.0f} ms.\n")
+          f"{sc['api_median_s'] * 1000:.0f} ms. An idle worker reuses each unchanged agent's "
+          f"text; when every agent changed since the last scrape (a busy room, scraped every "
+          f"15 s) the render takes {sc.get('cold_median_s', math.nan) * 1000:.0f} ms "
+          f"(in-process on the same data, {sc.get('cold_agents', 0):,} agents, the text cache "
+          f"emptied first).\n")
         if sc["families_per_agent"]:
             w("| family | series per agent |\n|---|---:|")
             for fam, n in sc["families_per_agent"].items():

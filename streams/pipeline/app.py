@@ -147,9 +147,14 @@ def build_app(
     async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
         rt.on_assigned({tp.partition for tp in assigned if tp.topic == names.chat})
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        rt.paused = True  # no expiry/sweep writes until the new assignment is recovered
+
     @aggregates.on_recover
     async def on_recover() -> None:
         n = rt.load_aggregates(aggregates.data)
+        rt.paused = False
         rt.health.ready = True
         log.info("recovered %d aggregate records for partitions %s", n, sorted(rt.owned))
 
@@ -183,5 +188,5 @@ def build_app(
 
     web.register(app, rt, sink)
 
-    del on_assigned, on_recover, refresh
+    del on_assigned, on_revoked, on_recover, refresh
     return app, rt

@@ -23,6 +23,7 @@ worker (restart + recovery) rather than silently skipping messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from faust.types import Message
 
 log = logging.getLogger(__name__)
 
+ROUND_FINISH_S = 30.0  # how long a stopping worker waits for the round in hand
 BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
 Headers = list[tuple[str, bytes]]
 Out = tuple[bytes | None, bytes | None, int, Headers | None]  # key, value, partition, headers
@@ -79,6 +81,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
             log.debug("flow suspended: dropping a round of %d messages",
                       sum(len(m) for m in groups.values()))
             return
+        task = asyncio.ensure_future(self._handle(groups))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Shutdown stops the fetcher while a round may be half written: let it finish (its
+            # writes and acks stay whole), then stop.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), ROUND_FINISH_S)
+            raise
+
+    async def _handle(self, groups: dict[BatchHandler, list[Message]]) -> None:
         ack = self.ack
         for handler in sorted(groups, key=self.batch_order.__getitem__):
             messages = groups[handler]
@@ -203,6 +216,11 @@ class BatchSink:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
+        # Handing the batches to the producer is shielded: a cancelled caller (shutdown) must
+        # not leave half a write — data without its seal — for a recovery to read.
+        return await asyncio.shield(self._enqueue(topic, records, seal))
+
+    async def _enqueue(self, topic: str, records: Sequence[Out], seal: bool) -> Awaitable[Any]:
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         by_partition: dict[int, list[Out]] = {}
         for rec in records:

@@ -204,6 +204,7 @@ class Runtime:
         self._snapshot_minute = -1
         self.snapshot_at_ms = 0
         self.snapshot_queue = 0  # agents waiting for a refresh (see refresh_snapshots)
+        self.paused = False  # between a revocation and the recovery of the new assignment
         self.snapshot_seconds = 0.0  # time spent re-snapshotting agents, and how many
         self.snapshots_refreshed = 0
         # A batch awaits the broker between processing and writing state; the retention sweep
@@ -460,7 +461,9 @@ class Runtime:
     async def tick(self, sink: Sink) -> None:
         """Refresh the snapshots the exporters read; expire old buckets."""
         now = self.clock.now_ms()
-        if now <= 0:
+        if now <= 0 or self.paused:
+            # During a rebalance a write here could land after recovery read the changelog's
+            # end, and the recovered (older) value would then replace it.
             return
         minute = now // MINUTE_MS
         async with self.stage2_lock:
