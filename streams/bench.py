@@ -1932,11 +1932,21 @@ def reading(r: Mapping[str, Any]) -> list[str]:
     br = r.get("broker")
     lat = r.get("latency", {})
     if br and lat:
-        hop = br["hops"][str(FAUST_FETCH_MAX_WAIT_MS)]
+        hop = br["hops"]["50"]
+        queues = lat.get("queues", {})
+        refresh = queues.get("kefu_snapshot_refresh_seconds_total", {}).get("max", math.nan)
+        count = queues.get("kefu_snapshot_refreshes_total", {}).get("max", math.nan)
+        per = refresh / count * 1000 if count else math.nan
         out.append(f"Latency: measured p50 {_f(lat.get('metrics_p50_s'), '{:.3f}')} s, p99 "
                    f"{_f(lat.get('metrics_p99_s'), '{:.3f}')} s. A probe crosses two Kafka hops "
                    f"(each p50 {hop['p50'] * 1000:.0f} ms, p99 {hop['p99'] * 1000:.0f} ms on "
-                   f"this broker with Faust's fetch wait) and waits for the 0.5 s refresh.")
+                   f"this broker with a short fetch wait; the worker uses KEFU_FETCH_WAIT=0.1 s) "
+                   f"and then waits its turn in the snapshot queue: at this rate every agent "
+                   f"changes every tick, one agent's snapshot costs {_f(per, '{:.2f}')} ms, so "
+                   f"refreshing {lat.get('agents', 0):,} agents takes most of a core — the "
+                   f"queue (mean {_f(queues.get('kefu_snapshot_queue_agents', {}).get('mean'))}"
+                   f", max {_f(queues.get('kefu_snapshot_queue_agents', {}).get('max'))} agents)"
+                   f" and the /metrics renders of the probe itself set the latency, not Kafka.")
     sc = r.get("scrape", {})
     if sc and sc.get("agents"):
         per_series = sc["median_s"] / max(1, sc["series"]) * 1e6
@@ -2025,7 +2035,7 @@ def render_markdown(r: Mapping[str, Any]) -> str:
       f"or less often, so that its scrapes (mean {_f(scrape_mean * 1000)} ms each, "
       f"{_f(median([x.get('scrape_share', math.nan) for x in workers]) * 100)} % of "
       "the measured time) take at most a tenth of the worker's time; they are included. The "
-      "worker used {_f(median([x['cpu_share'] for x in workers]) * 100)} % of "
+      f"worker used {_f(median([x['cpu_share'] for x in workers]) * 100)} % of "
       "one core over its life (start-up included). Outcomes of the last run: "
       f"{workers[-1]['outcomes']}.\n")
     if "rate" in dom:
@@ -2123,8 +2133,10 @@ def render_markdown(r: Mapping[str, Any]) -> str:
           f"partition, the embedded broker answers ListOffsets(latest) with "
           f"{br['list_offsets_latest']:,} — the last batch's base offset, not the end "
           f"({br['records']:,}); fetch responses carry the right high watermark. Faust takes "
-          "the end of a changelog recovery from ListOffsets, so on this broker a recovery stops "
-          "one record batch short in every changelog partition.")
+          "the end of a changelog recovery from ListOffsets, so on this broker a recovery would "
+          "stop short of the last record batch in every changelog partition; kefu-pulse ends "
+          "every changelog write with a one-record batch repeating its last record, so only "
+          "that repeat is skipped.")
     w("")
     w("## Memory\n")
     if day.get("memory"):
@@ -2199,6 +2211,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     for line in reading(r):
         w(f"- {line}")
     w("")
+    w("What each optimisation paid, measured with this command as it went, and what is left: "
+      "[optimisations.md](optimisations.md).\n")
     if r["notes"]:
         w("## Notes from this run\n")
         for note in r["notes"]:
