@@ -246,10 +246,12 @@ def test_two_workers_split_partitions_and_agents(broker, app_id, workdir):
 
 @pytest.mark.parametrize("how", [
     pytest.param("sigterm", marks=pytest.mark.xfail(strict=False, reason=(
-        "open defect, ~1 run in 5: after a graceful stop the survivor occasionally ends one "
-        "round short (the same round of seed 22 each time: jd-a02 shows it as a non-first "
-        "round; tm-a03's counters miss one). Uncounted-round restore, half-written changelog "
-        "writes and expiry writes during rebalances are fixed; the rest is not yet found."))),
+        "open defect, 1 run in 2-5: after a graceful stop the survivor can end a few rounds "
+        "off. Evidence (replaying the facts topic into fresh aggregates gives the same wrong "
+        "figures): stage 1 itself emitted wrong round versions — response time 0 and swapped "
+        "first-response flags — for 1-2 conversations of a taken-over partition, i.e. it ran "
+        "them from a state holding the round's buyer message but not its agent assignment. "
+        "Not yet found how; SIGKILL hand-overs pass."))),
     "sigkill",
 ])
 def test_stopping_a_worker_mid_stream_loses_and_doubles_nothing(broker, app_id, workdir, how):
