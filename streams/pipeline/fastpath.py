@@ -35,6 +35,7 @@ from faust.types import Message
 log = logging.getLogger(__name__)
 
 ROUND_FINISH_S = 30.0  # how long a stopping worker waits for the round in hand
+MAX_RESEEKS = 3  # re-reads of a partition whose first record after a seek came early
 BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
 Headers = list[tuple[str, bytes]]
 Out = tuple[bytes | None, bytes | None, int, Headers | None]  # key, value, partition, headers
@@ -60,6 +61,43 @@ class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with per-fetch batch delivery for registered topics."""
 
     batch_order: dict[BatchHandler, int]
+    # After a rebalance Faust seeks partitions back to their committed offsets. Rounds fetched
+    # from the old, later position can still arrive while that seek is in progress and just
+    # after it: they must not reach the handlers before the records they follow. While a seek
+    # is in progress rounds are dropped (re-read from the sought offsets); after it, per
+    # partition, the offset the next record must have, and how often it was re-read because
+    # one came early.
+    _seeking: int = 0
+    _seek_targets: dict[Any, int]
+    _reseeks: dict[Any, int]
+
+    async def perform_seek(self) -> None:
+        self._seeking += 1
+        try:
+            await super().perform_seek()
+        finally:
+            self._seeking -= 1
+        self._seek_targets = {tp: off for tp, off in self._read_offset.items()
+                              if off is not None}
+        self._reseeks = {}
+
+    def _early(self, tp: Any, offset: int) -> bool:
+        """Whether a record arrived ahead of the committed offset its partition was sought to.
+
+        The first record after a seek must be the target itself. One that is later is either
+        stale prefetch (drop it and read again from the target) or the log really starts later
+        (retention): after MAX_RESEEKS re-reads the later start is taken as real.
+        """
+        targets = getattr(self, "_seek_targets", None)
+        if not targets:
+            return False
+        target = targets.get(tp)
+        if target is None or offset < target:
+            return False  # not sought, or already read (dropped by the read-offset check)
+        if offset == target or self._reseeks.get(tp, 0) >= MAX_RESEEKS:
+            del targets[tp]
+            return False
+        return True
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -76,8 +114,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _run_round(self, groups: dict[BatchHandler, list[Message]]) -> None:
         app = self.app
-        if not app.flow_control.is_active():
-            # A rebalance began: forget the round (re-read from the committed offsets).
+        if not app.flow_control.is_active() or self._seeking:
+            # A rebalance began, or its seek back to the committed offsets is under way: forget
+            # the round (it is read again from those offsets).
             log.debug("flow suspended: dropping a round of %d messages",
                       sum(len(m) for m in groups.values()))
             return
@@ -117,6 +156,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 groups: dict[BatchHandler, list[Message]] = {}
+                early: set[Any] = set()
                 await sleep(0)
                 if self.should_stop:
                     break
@@ -125,16 +165,25 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     r_offset = get_read_offset(tp)
                     if r_offset is not None and offset < r_offset:
                         continue  # already read (Faust drops these too)
+                    handler = get_handler(message.topic)
+                    if handler is not None and (tp in early or self._early(tp, offset)):
+                        early.add(tp)  # stale prefetch: this round's records of tp wait
+                        continue
                     gap = offset - (r_offset or 0)
                     if gap > 1 and r_offset and acks_enabled_for(message.topic):
                         await self._add_gap(tp, r_offset + 1, offset)
-                    handler = get_handler(message.topic)
                     if handler is None:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     else:
                         track(message)
                         groups.setdefault(handler, []).append(message)
                     set_read_offset(tp, offset)
+                for tp in early:
+                    target = self._seek_targets[tp]
+                    self._reseeks[tp] = self._reseeks.get(tp, 0) + 1
+                    log.info("records of %s arrived ahead of offset %d after a seek: re-reading",
+                             tp, target)
+                    await self.seek(tp, target)
                 if groups:
                     await self._run_round(groups)
                 commit_every = self._commit_every

@@ -244,15 +244,7 @@ def test_two_workers_split_partitions_and_agents(broker, app_id, workdir):
             w.stop()
 
 
-@pytest.mark.parametrize("how", [
-    pytest.param("sigterm", marks=pytest.mark.xfail(strict=False, reason=(
-        "open defect, 1 run in 2-5, diagnosed not fixed: right after Faust's 'Seek stream "
-        "partitions to committed offsets' on a taken-over partition, the batch hook still "
-        "gets one round of records prefetched from a later position (seen: offsets 2537-2736 "
-        "before 2358-2557), so a few conversations run their later events first and the "
-        "earlier ones count as late (rounds with response time 0). SIGKILL hand-overs pass."))),
-    "sigkill",
-])
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_stopping_a_worker_mid_stream_loses_and_doubles_nothing(broker, app_id, workdir, how):
     sim, messages = _day(seed=22 if how == "sigterm" else 23)
     config = _config(sim, workdir / "kefu.toml")
