@@ -256,18 +256,17 @@ def cold_render(data: Any, config_path: Path, runs: int = 3) -> tuple[float, int
     import contextlib as _cl
 
     from streams.config import Settings, load_config
-    from streams.events import Rejected, decode_chat, decode_order, decode_rating
+    from streams.events import MAX_EVENT_BYTES, Rejected
     from streams.export import prometheus
-    from streams.pipeline.runtime import Runtime
+    from streams.pipeline.runtime import DECODERS, Runtime
 
     cfg = load_config(config_path)
     rt = Runtime(Settings(clock="event"), cfg, 4)
     rt.owned = {0, 1, 2, 3}
-    decoders = {"chat": decode_chat, "orders": decode_order, "ratings": decode_rating}
     events: list[Any] = []
     for kind, _key, value, _ts in data.records:
         with _cl.suppress(Rejected):
-            events.append(decoders[kind](value))
+            events.append(DECODERS[kind](value, MAX_EVENT_BYTES))
     for i in range(0, len(events), 1000):
         chunk = events[i:i + 1000]
         facts, _ = rt.stage1.process_batch(chunk)
@@ -1178,16 +1177,16 @@ class Bench:
         try:
             from streams.config import load_config
             from streams.domain.engine import Engine
-            from streams.events import Rejected, decode_chat, decode_order, decode_rating
+            from streams.events import MAX_EVENT_BYTES, Rejected
+            from streams.pipeline.runtime import DECODERS
 
-            decoders = {"chat": decode_chat, "orders": decode_order, "ratings": decode_rating}
             cfg = load_config(self.config)
-            values = [(decoders[r[0]], r[2]) for r in self.data.records]
+            values = [(DECODERS[r[0]], r[2]) for r in self.data.records]
             t0 = time.monotonic()
             events: list[Any] = []
             for decode, v in values:
                 with contextlib.suppress(Rejected):
-                    events.append(decode(v))
+                    events.append(decode(v, MAX_EVENT_BYTES))
             t1 = time.monotonic()
             eng = Engine(cfg.rules, cfg.filters, cfg.team_of,
                          lambda shop, agent: cfg.lines(shop, cfg.team_of(agent)))

@@ -8,7 +8,7 @@ a series (a second per scrape at 1,000 agents); process metrics still come from 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -129,15 +129,14 @@ _FRAGMENTS: dict[tuple[str, str], tuple[AgentSnapshot, dict[str, str]]] = {}
 
 def _fragments(s: AgentSnapshot) -> dict[str, str]:
     """One agent's samples per family, each line ending in a newline, ready to concatenate."""
-    out: dict[str, list[str]] = {name: [] for name in HELP}
+    out: defaultdict[str, list[str]] = defaultdict(list)  # only the families it has
     _agent(out, s)
     frag: dict[str, str] = {}
     for name, samples in out.items():
-        if samples:
-            if HELP[name][0] == "histogram":
-                frag[name] = "\n".join(samples) + "\n"
-            else:
-                frag[name] = name + ("\n" + name).join(samples) + "\n"
+        if HELP[name][0] == "histogram":
+            frag[name] = "\n".join(samples) + "\n"
+        else:
+            frag[name] = name + ("\n" + name).join(samples) + "\n"
     return frag
 
 

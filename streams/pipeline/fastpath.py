@@ -32,13 +32,13 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 
+from streams.pipeline.runtime import Headers, Out
+
 log = logging.getLogger(__name__)
 
 ROUND_FINISH_S = 30.0  # how long a stopping worker waits for the round in hand
 MAX_RESEEKS = 3  # re-reads of a partition whose first record after a seek came early
 BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
-Headers = list[tuple[str, bytes]]
-Out = tuple[bytes | None, bytes | None, int, Headers | None]  # key, value, partition, headers
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
