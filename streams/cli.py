@@ -120,6 +120,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "KEFU_CONFIG": str(config_path),
     }
     procs: list[subprocess.Popen[bytes]] = []
+
+    def _stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # `kill` or a closed terminal stops everything like Ctrl-C
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     try:
         say(f"starting the worker (log: {workdir / 'worker.log'}) …")
         wlog = open(workdir / "worker.log", "wb")  # noqa: SIM115
