@@ -15,9 +15,11 @@ delivery for the worker's own topics:
   future per batch instead of one per record.
 
 Soundness: a handler runs only while flow is active (not during a rebalance); a round that
-arrives while flow is suspended is dropped unacked and re-read from the committed offset after
-the rebalance, exactly as Faust drops its stream buffers. A handler that raises crashes the
-worker (restart + recovery) rather than silently skipping messages.
+arrives while flow is suspended, or while Faust seeks back to the committed offsets, is dropped
+unacked and its partitions are sought back to where their handlers need them next
+(`positions.Positions` keeps that account, and catches stale prefetch after a seek). A handler
+that raises crashes the worker (restart + recovery) rather than silently skipping messages.
+`KEFU_TRACE_ROUNDS=1` logs every round's offsets, seek and commit (for diagnosing hand-overs).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -32,13 +35,14 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 
+from streams.pipeline.positions import Positions
 from streams.pipeline.runtime import Headers, Out
 
 log = logging.getLogger(__name__)
 
 ROUND_FINISH_S = 30.0  # how long a stopping worker waits for the round in hand
-MAX_RESEEKS = 3  # re-reads of a partition whose first record after a seek came early
 BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
+TRACE = bool(os.environ.get("KEFU_TRACE_ROUNDS"))
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -61,43 +65,30 @@ class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with per-fetch batch delivery for registered topics."""
 
     batch_order: dict[BatchHandler, int]
-    # After a rebalance Faust seeks partitions back to their committed offsets. Rounds fetched
-    # from the old, later position can still arrive while that seek is in progress and just
-    # after it: they must not reach the handlers before the records they follow. While a seek
-    # is in progress rounds are dropped (re-read from the sought offsets); after it, per
-    # partition, the offset the next record must have, and how often it was re-read because
-    # one came early.
-    _seeking: int = 0
-    _seek_targets: dict[Any, int]
-    _reseeks: dict[Any, int]
+    positions: Positions[Any]  # where each partition's handler stands across seeks (see there)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.positions: Positions[Any] = Positions()
+        super().__init__(*args, **kwargs)
 
     async def perform_seek(self) -> None:
-        self._seeking += 1
+        positions = self.positions
+        positions.seek_started()
+        committed: dict[Any, int | None] | None = None
         try:
             await super().perform_seek()
+            committed = dict(self._read_offset)  # Faust set these to the committed offsets
         finally:
-            self._seeking -= 1
-        self._seek_targets = {tp: off for tp, off in self._read_offset.items()
-                              if off is not None}
-        self._reseeks = {}
+            positions.seek_ended(committed)
+        if TRACE:
+            log.info("TRACE seek targets %s", sorted((str(tp.topic)[-6:], tp.partition, o)
+                                                  for tp, o in positions.targets.items()))
 
-    def _early(self, tp: Any, offset: int) -> bool:
-        """Whether a record arrived ahead of the committed offset its partition was sought to.
-
-        The first record after a seek must be the target itself. One that is later is either
-        stale prefetch (drop it and read again from the target) or the log really starts later
-        (retention): after MAX_RESEEKS re-reads the later start is taken as real.
-        """
-        targets = getattr(self, "_seek_targets", None)
-        if not targets:
-            return False
-        target = targets.get(tp)
-        if target is None or offset < target:
-            return False  # not sought, or already read (dropped by the read-offset check)
-        if offset == target or self._reseeks.get(tp, 0) >= MAX_RESEEKS:
-            del targets[tp]
-            return False
-        return True
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        if TRACE:
+            log.info("TRACE commit %s", sorted((str(tp.topic)[-6:], tp.partition, o)
+                                               for tp, o in offsets.items()))
+        return await super()._commit_offsets(offsets, start_new_transaction)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -112,13 +103,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 handlers[topic] = handler
         return handlers
 
-    async def _run_round(self, groups: dict[BatchHandler, list[Message]]) -> None:
+    async def _resync_dropped(self) -> None:
+        """Seek partitions whose round was dropped back to the offset their handler needs."""
+        for tp, offset in self.positions.take_resync(self.assignment()).items():
+            log.info("re-reading %s from %d after a dropped round", tp, offset)
+            await self.seek(tp, offset)
+
+    async def _run_round(self, groups: dict[BatchHandler, list[Message]],
+                         spans: dict[Any, tuple[int, int]], epoch: int) -> None:
         app = self.app
-        if not app.flow_control.is_active() or self._seeking:
-            # A rebalance began, or its seek back to the committed offsets is under way: forget
-            # the round (it is read again from those offsets).
-            log.debug("flow suspended: dropping a round of %d messages",
+        if TRACE:
+            log.info("TRACE round active=%s seeking=%s epoch=%s %s", app.flow_control.is_active(),
+                     self.positions.seeking, epoch == self.positions.epoch,
+                     sorted(((tp.topic[-6:], tp.partition), a, b, b - a + 1)
+                            for tp, (a, b) in spans.items()))
+        positions = self.positions
+        if not positions.can_run(epoch, app.flow_control.is_active()):
+            # A rebalance began, or a seek back to the committed offsets ran while this round
+            # was collected: forget the round, and read its partitions again once the seek is
+            # done (from where their handlers need them next).
+            log.debug("flow suspended or seek under way: dropping a round of %d messages",
                       sum(len(m) for m in groups.values()))
+            positions.dropped(spans)
             return
         task = asyncio.ensure_future(self._handle(groups))
         try:
@@ -129,6 +135,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), ROUND_FINISH_S)
             raise
+        positions.handled(spans)
 
     async def _handle(self, groups: dict[BatchHandler, list[Message]]) -> None:
         ack = self.ack
@@ -152,21 +159,26 @@ class BatchConsumer(faust_aiokafka.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         track = self.track_message
         get_handler = handlers.get
+        positions = self.positions
         sleep = asyncio.sleep
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 groups: dict[BatchHandler, list[Message]] = {}
+                spans: dict[Any, tuple[int, int]] = {}
                 early: set[Any] = set()
                 await sleep(0)
                 if self.should_stop:
                     break
+                if positions.resync_due(self.app.flow_control.is_active()):
+                    await self._resync_dropped()
+                epoch = positions.epoch
                 async for tp, message in getmany(timeout=1.0):
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is not None and offset < r_offset:
                         continue  # already read (Faust drops these too)
                     handler = get_handler(message.topic)
-                    if handler is not None and (tp in early or self._early(tp, offset)):
+                    if handler is not None and (tp in early or positions.early(tp, offset)):
                         early.add(tp)  # stale prefetch: this round's records of tp wait
                         continue
                     gap = offset - (r_offset or 0)
@@ -177,15 +189,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     else:
                         track(message)
                         groups.setdefault(handler, []).append(message)
+                        span = spans.get(tp)
+                        spans[tp] = (offset, offset) if span is None else (span[0], offset)
                     set_read_offset(tp, offset)
                 for tp in early:
-                    target = self._seek_targets[tp]
-                    self._reseeks[tp] = self._reseeks.get(tp, 0) + 1
+                    target = positions.reseek(tp)
                     log.info("records of %s arrived ahead of offset %d after a seek: re-reading",
                              tp, target)
                     await self.seek(tp, target)
                 if groups:
-                    await self._run_round(groups)
+                    await self._run_round(groups, spans, epoch)
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
