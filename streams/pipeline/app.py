@@ -48,6 +48,24 @@ class JsonTable(faust.Table[str, Any]):
     def _serializer_from_type(self, typ: Any) -> str:
         return "kefu-str" if typ is str else "kefu-json"
 
+    def apply_changelog_messages(self, messages: Sequence[Message]) -> None:
+        """Recovery in bulk (see `fastpath`): raw records straight into the memory store.
+
+        Values stay undecoded bytes: most are superseded by a later record of the same key,
+        and the runtime decodes what is left when it first reads a key.
+        """
+        store = self.data
+        data = store.data
+        key_partition = store._key_partition  # type: ignore[attr-defined]
+        for m in messages:
+            key = m.key.decode() if isinstance(m.key, bytes) else m.key
+            if m.value is None:
+                data.pop(key, None)
+                key_partition.pop(key, None)
+            else:
+                data[key] = m.value
+                key_partition[key] = m.partition
+
 
 def _table(app: faust.App, name: str, partitions: int) -> JsonTable:
     table = JsonTable(app, name=name, partitions=partitions, key_type=str, beacon=app.tables.beacon)

@@ -161,6 +161,8 @@ class ConversationTable(MutableMapping[str, Conversation]):
             return value
         if value is None:
             raise KeyError(key)
+        if isinstance(value, bytes):  # restored in bulk, undecoded (see JsonTable)
+            value = orjson.loads(value)
         shop, buyer = Conversation.identity(value)
         conv = Conversation.from_dict(value, self.stage.ctx(shop, buyer))
         self.store[key] = conv
@@ -424,6 +426,8 @@ class Runtime:
         for key, value in list(store.items()):
             akey = key.rpartition(SEP)[0]
             if partition_of(akey.encode(), self.partitions) in self.owned:
+                if isinstance(value, bytes):  # restored in bulk, undecoded (see JsonTable)
+                    value = orjson.loads(value)
                 self.aggs.load(key, value)
                 n += 1
         store.clear()  # the domain objects are the live copy; the changelog is the durable one
