@@ -170,14 +170,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
         }
         return out or None
 
-    def _restore(self, restored: dict[Any, list[Message]], tables: dict[Any, Any],
-                 epoch: int) -> None:
+    def _restore(self, restored: dict[Any, list[Message]], tables: dict[Any, Any]) -> None:
         """Apply a round of changelog records to their tables, as `_slurp_changelogs` would."""
         app = self.app
         recovery = app.tables.recovery  # type: ignore[attr-defined]
-        if (not recovery.in_recovery or not app.flow_control.is_active()
-                or epoch != self.positions.epoch):
-            return  # a rebalance restarted the recovery: it reads these again
+        if not recovery.in_recovery or not app.flow_control.is_active():
+            # A rebalance: the recovery starts again and seeks its changelog partitions back
+            # to what it has applied (as when Faust abandons a callback on suspended flow).
+            return
         recovery.flush_buffers()  # events Faust's own path buffered are older: apply them first
         offsets = recovery.active_offsets
         for tp, messages in restored.items():
@@ -269,7 +269,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         spans[tp] = (offset, offset) if span is None else (span[0], offset)
                     set_read_offset(tp, offset)
                 if restored and restoring:
-                    self._restore(restored, restoring, epoch)
+                    self._restore(restored, restoring)
                 for tp in early:
                     target = positions.reseek(tp)
                     log.info("records of %s arrived ahead of offset %d after a seek: re-reading",
