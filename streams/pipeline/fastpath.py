@@ -41,6 +41,7 @@ from streams.pipeline.runtime import Headers, Out
 log = logging.getLogger(__name__)
 
 ROUND_FINISH_S = 30.0  # how long a stopping worker waits for the round in hand
+QUEUE_DRAIN_TURNS = 200  # event-loop turns a bulk restore waits for Faust's queue to empty
 BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
 TRACE = bool(os.environ.get("KEFU_TRACE_ROUNDS"))
 
@@ -147,7 +148,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             for message in messages:
                 ack(message)
 
-    def _restoring_tables(self) -> dict[Any, Any] | None:
+    async def _restoring_tables(self) -> dict[Any, Any] | None:
         """Active changelog partitions of tables that restore in bulk, while Faust recovers them.
 
         Faust's recovery takes each changelog record through the conductor, a queue and its
@@ -155,13 +156,19 @@ class BatchConsumer(faust_aiokafka.Consumer):
         ~200 µs, most of a restart's time for a day of state). Tables with
         `apply_changelog_messages` take a whole fetch round of records in one call instead;
         the recovery's bookkeeping (offsets read, the end signal) is kept as Faust keeps it.
-        Only when nothing of Faust's own path is pending (its queue empty): records of one
-        partition must be applied in offset order.
+        Only when nothing of Faust's own path is pending (its queue empty, after a few turns
+        of the loop for the records the last round handed it): records of one partition must
+        be applied in offset order.
         """
         recovery = getattr(self.app.tables, "recovery", None)
         if recovery is None or not recovery.in_recovery:
             return None
-        if not self.app.tables.changelog_queue.empty():  # type: ignore[attr-defined]
+        queue = self.app.tables.changelog_queue  # type: ignore[attr-defined]
+        for _ in range(QUEUE_DRAIN_TURNS):  # the last round's tail records, handed to Faust
+            if queue.empty():
+                break
+            await asyncio.sleep(0)
+        if not queue.empty() or not recovery.in_recovery:
             return None
         out = {
             tp: table
@@ -170,29 +177,41 @@ class BatchConsumer(faust_aiokafka.Consumer):
         }
         return out or None
 
-    def _restore(self, restored: dict[Any, list[Message]], tables: dict[Any, Any]) -> None:
-        """Apply a round of changelog records to their tables, as `_slurp_changelogs` would."""
+    def _restore(self, restored: dict[Any, list[Message]], tables: dict[Any, Any]) -> list[Message]:
+        """Apply a round of changelog records to their tables, as `_slurp_changelogs` would.
+
+        The last record of each partition is returned, for Faust's own path: its recovery loop
+        then applies it and decides, as always, whether the recovery is over (and signals it).
+        """
         app = self.app
         recovery = app.tables.recovery  # type: ignore[attr-defined]
         if not recovery.in_recovery or not app.flow_control.is_active():
             # A rebalance: the recovery starts again and seeks its changelog partitions back
             # to what it has applied (as when Faust abandons a callback on suspended flow).
-            return
+            return []
         recovery.flush_buffers()  # events Faust's own path buffered are older: apply them first
         offsets = recovery.active_offsets
+        active = recovery.active_tps
+        tail: list[Message] = []
         for tp, messages in restored.items():
+            if tp not in active:
+                continue  # no longer recovered here (a rebalance since the round began)
             seen = offsets.get(tp)
             fresh = [m for m in messages if seen is None or m.offset > seen]
-            if fresh:
-                tables[tp].apply_changelog_messages(fresh)
-                offsets[tp] = fresh[-1].offset
-                self.restored_in_bulk += len(fresh)
-        if not recovery.need_recovery():
+            if not fresh:
+                continue
+            *bulk, last = fresh
+            if bulk:
+                tables[tp].apply_changelog_messages(bulk)
+                offsets[tp] = bulk[-1].offset
+                self.restored_in_bulk += len(bulk)
+            tail.append(last)
+        ends = {m.tp: m.offset for m in tail}
+        if all(high is None or offsets[tp] is None or high <= max(offsets[tp], ends.get(tp, -1))
+               for tp, high in recovery.active_highwaters.items()):
             log.info("changelog recovery: %d records restored in bulk", self.restored_in_bulk)
             self.restored_in_bulk = 0
-            recovery.flush_buffers()
-            recovery._set_recovery_ended()
-            recovery.signal_recovery_end.set()
+        return tail
 
     def _callback_unblocked(self) -> bool:
         """Whether Faust's message callback would run to the end without waiting.
@@ -241,12 +260,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if positions.resync_due(self.app.flow_control.is_active()):
                     await self._resync_dropped()
                 epoch = positions.epoch
-                restoring = self._restoring_tables()
+                restoring = await self._restoring_tables()
                 restored: dict[Any, list[Message]] = {}
                 async for tp, message in getmany(timeout=1.0):
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is not None and offset < r_offset:
+                        if positions.seeking and get_handler(message.topic) is not None:
+                            # The read offset is the old one until the seek is done: this may
+                            # be a record the seek went back to. Read it again after the seek.
+                            positions.dropped({tp: (offset, offset)})
                         continue  # already read (Faust drops these too)
                     handler = get_handler(message.topic)
                     if handler is not None and (tp in early or positions.early(tp, offset)):
@@ -269,7 +292,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         spans[tp] = (offset, offset) if span is None else (span[0], offset)
                     set_read_offset(tp, offset)
                 if restored and restoring:
-                    self._restore(restored, restoring)
+                    for message in self._restore(restored, restoring):
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
                 for tp in early:
                     target = positions.reseek(tp)
                     log.info("records of %s arrived ahead of offset %d after a seek: re-reading",
