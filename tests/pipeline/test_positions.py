@@ -129,7 +129,7 @@ class Fetcher:
         return span
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None, derandomize=True)
 @given(
     end=st.integers(1, 60),
     steps=st.lists(
@@ -230,7 +230,8 @@ def test_every_offset_reaches_the_handler_once_and_in_order(end, steps):
             deliver(span, pos.epoch)
     # Re-reads after a seek may repeat what was handled after the last commit (at-least-once,
     # the domain de-duplicates); what matters: nothing is skipped, and a re-read starts only
-    # where a seek went.
+    # where a seek went — or repeats the last record read (Faust's read offset is the last
+    # offset read, and a record equal to it passes its check, as in Faust's own loop).
     assert sorted(set(seen)) == list(range(end))
     for a, b in itertools.pairwise(seen):
-        assert b == a + 1 or (b <= a and b in restarts), f"from {a} to {b}"
+        assert b == a + 1 or b == a or (b < a and b in restarts), f"from {a} to {b}"
