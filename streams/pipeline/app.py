@@ -171,6 +171,10 @@ def build_app(
 
     @aggregates.on_recover
     async def on_recover() -> None:
+        bulk = getattr(app.consumer, "restored_in_bulk", 0)
+        if bulk:
+            log.info("changelog recovery: %d records restored in bulk", bulk)
+            app.consumer.restored_in_bulk = 0  # type: ignore[attr-defined]
         n = rt.load_aggregates(aggregates.data)
         rt.paused = False
         rt.health.ready = True

@@ -67,11 +67,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     batch_order: dict[BatchHandler, int]
     positions: Positions[Any]  # where each partition's handler stands across seeks (see there)
-
-    restored_in_bulk = 0  # changelog records of the recovery under way
+    restored_in_bulk = 0  # changelog records of the recovery under way (read by on_recover)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.positions: Positions[Any] = Positions()
+        self.positions = Positions()
         super().__init__(*args, **kwargs)
 
     async def perform_seek(self) -> None:
@@ -154,11 +153,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         Faust's recovery takes each changelog record through the conductor, a queue and its
         `_slurp_changelogs` loop (an event, a queue hand-off and a `wait_for` task per record:
         ~200 µs, most of a restart's time for a day of state). Tables with
-        `apply_changelog_messages` take a whole fetch round of records in one call instead;
-        the recovery's bookkeeping (offsets read, the end signal) is kept as Faust keeps it.
-        Only when nothing of Faust's own path is pending (its queue empty, after a few turns
-        of the loop for the records the last round handed it): records of one partition must
-        be applied in offset order.
+        `apply_changelog_messages` take a whole fetch round of records in one call instead,
+        with the recovery's count of offsets read kept as Faust keeps it (`_restore`). Only
+        when nothing of Faust's own path is pending (its queue empty, after a few turns of the
+        loop for the records the last round handed it): records of one partition must be
+        applied in offset order.
         """
         recovery = getattr(self.app.tables, "recovery", None)
         if recovery is None or not recovery.in_recovery:
@@ -206,12 +205,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 offsets[tp] = bulk[-1].offset
                 self.restored_in_bulk += len(bulk)
             tail.append(last)
-        ends = {m.tp: m.offset for m in tail}
-        if all(high is None or offsets[tp] is None or high <= max(offsets[tp], ends.get(tp, -1))
-               for tp, high in recovery.active_highwaters.items()):
-            log.info("changelog recovery: %d records restored in bulk", self.restored_in_bulk)
-            self.restored_in_bulk = 0
         return tail
+
+    async def _deliver(self, message: Message) -> None:
+        """Faust's path for a message without a batch handler (see `_callback_unblocked`)."""
+        if self._callback_unblocked():  # the callback cannot wait: skip wait_first's two tasks
+            await self.callback(message)
+        else:
+            await self.wait_first(self.callback(message), self.suspend_flow.wait())
 
     def _callback_unblocked(self) -> bool:
         """Whether Faust's message callback would run to the end without waiting.
@@ -237,7 +238,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if not handlers:
             await super()._drain_messages(fetcher)
             return
-        callback = self.callback
+        deliver = self._deliver
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -248,7 +249,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
         get_handler = handlers.get
         positions = self.positions
         sleep = asyncio.sleep
-        unblocked = self._callback_unblocked
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 groups: dict[BatchHandler, list[Message]] = {}
@@ -281,10 +281,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     if handler is None:
                         if restoring and tp in restoring:
                             restored.setdefault(tp, []).append(message)
-                        elif unblocked():  # the callback cannot wait: skip wait_first's two tasks
-                            await callback(message)
                         else:
-                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                            await deliver(message)
                     else:
                         track(message)
                         groups.setdefault(handler, []).append(message)
@@ -293,7 +291,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     set_read_offset(tp, offset)
                 if restored and restoring:
                     for message in self._restore(restored, restoring):
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        await deliver(message)
                 for tp in early:
                     target = positions.reseek(tp)
                     log.info("records of %s arrived ahead of offset %d after a seek: re-reading",

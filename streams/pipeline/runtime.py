@@ -144,6 +144,11 @@ class Health:
         return max(lag, silent) if silent > HEARTBEAT_GRACE_S else lag
 
 
+def stored(value: Any) -> Any:
+    """A table value as decoded; records restored in bulk stay raw bytes (see JsonTable)."""
+    return orjson.loads(value) if isinstance(value, bytes) else value
+
+
 class ConversationTable(MutableMapping[str, Conversation]):
     """Conversations kept in the Faust table's store, decoded lazily after recovery.
 
@@ -161,8 +166,7 @@ class ConversationTable(MutableMapping[str, Conversation]):
             return value
         if value is None:
             raise KeyError(key)
-        if isinstance(value, bytes):  # restored in bulk, undecoded (see JsonTable)
-            value = orjson.loads(value)
+        value = stored(value)
         shop, buyer = Conversation.identity(value)
         conv = Conversation.from_dict(value, self.stage.ctx(shop, buyer))
         self.store[key] = conv
@@ -426,9 +430,7 @@ class Runtime:
         for key, value in list(store.items()):
             akey = key.rpartition(SEP)[0]
             if partition_of(akey.encode(), self.partitions) in self.owned:
-                if isinstance(value, bytes):  # restored in bulk, undecoded (see JsonTable)
-                    value = orjson.loads(value)
-                self.aggs.load(key, value)
+                self.aggs.load(key, stored(value))
                 n += 1
         store.clear()  # the domain objects are the live copy; the changelog is the durable one
         return n
