@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from streams import bench
+from streams import bench, failpoints
 from streams.config import ConfigError, Settings, load_config
 
 
@@ -35,6 +35,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     config = load_config(args.config)
+    try:
+        failpoints.configure_from_env()  # crash tests only; inert when KEFU_FAILPOINTS is unset
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     names = Names.for_settings(settings)
     inputs = {
         settings.topic_chat: settings.partitions,

@@ -21,6 +21,7 @@ from typing import Any
 import faust
 from faust.types import TP, Message
 
+from streams import failpoints
 from streams.config import Config, Settings
 from streams.export import web
 from streams.pipeline import codecs
@@ -171,6 +172,9 @@ def build_app(
 
     @aggregates.on_recover
     async def on_recover() -> None:
+        # Runs inside Faust's end of recovery: changelog partitions paused, stream partitions
+        # not resumed yet (the window where a fetch in flight once lost records).
+        await failpoints.ahit("recovery.completed")
         bulk = getattr(app.consumer, "restored_in_bulk", 0)
         if bulk:
             log.info("changelog recovery: %d records restored in bulk", bulk)

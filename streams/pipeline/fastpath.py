@@ -35,6 +35,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 
+from streams import failpoints
 from streams.pipeline.positions import Positions
 from streams.pipeline.runtime import Headers, Out
 
@@ -61,6 +62,12 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             consumer._fetch_max_wait_ms = int(wait_ms)  # read when the consumer starts
         return consumer
 
+    async def _fetch_records(self, consumer: Any, active_partitions: Any,
+                             timeout: float | None = None,
+                             max_records: int | None = None) -> Any:
+        failpoints.hit("fetch.in_thread")  # crash tests: keep a fetch in flight
+        return await super()._fetch_records(consumer, active_partitions, timeout, max_records)
+
 
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with per-fetch batch delivery for registered topics."""
@@ -68,6 +75,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
     batch_order: dict[BatchHandler, int]
     positions: Positions[Any]  # where each partition's handler stands across seeks (see there)
     restored_in_bulk = 0  # changelog records of the recovery under way (read by on_recover)
+    batch_topics: frozenset[str] = frozenset()
+    _asked: frozenset[Any] | None = None  # the partitions the fetch in hand was asked for
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.positions = Positions()
@@ -90,7 +99,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if TRACE:
             log.info("TRACE commit %s", sorted((str(tp.topic)[-6:], tp.partition, o)
                                                for tp, o in offsets.items()))
-        return await super()._commit_offsets(offsets, start_new_transaction)
+        await failpoints.ahit("commit.before")
+        done = await super()._commit_offsets(offsets, start_new_transaction)
+        await failpoints.ahit("commit.done")
+        return done
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -103,12 +115,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self.batch_order[handler] = i
             for topic in topics:
                 handlers[topic] = handler
+        self.batch_topics = frozenset(handlers)
         return handlers
 
     async def _resync_dropped(self) -> None:
         """Seek partitions whose round was dropped back to the offset their handler needs."""
         for tp, offset in self.positions.take_resync(self.assignment()).items():
             log.info("re-reading %s from %d after a dropped round", tp, offset)
+            await failpoints.ahit("resync.seek")
             await self.seek(tp, offset)
 
     async def _run_round(self, groups: dict[BatchHandler, list[Message]],
@@ -127,6 +141,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             log.debug("flow suspended or seek under way: dropping a round of %d messages",
                       sum(len(m) for m in groups.values()))
             positions.dropped(spans)
+            failpoints.hit("round.dropped")
             return
         task = asyncio.ensure_future(self._handle(groups))
         try:
@@ -146,6 +161,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await handler(messages)
             for message in messages:
                 ack(message)
+        await failpoints.ahit("round.acked")
 
     async def _restoring_tables(self) -> dict[Any, Any] | None:
         """Active changelog partitions of tables that restore in bulk, while Faust recovers them.
@@ -204,6 +220,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 tables[tp].apply_changelog_messages(bulk)
                 offsets[tp] = bulk[-1].offset
                 self.restored_in_bulk += len(bulk)
+                failpoints.hit("recovery.bulk_applied")
             tail.append(last)
         return tail
 

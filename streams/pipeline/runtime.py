@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from streams import failpoints
 from streams.config import Config, Settings
 from streams.domain import scorecard
 from streams.domain.aggregates import SEP, Aggregates
@@ -276,6 +277,7 @@ class Runtime:
                 self.rejected_reasons[(topic, exc.reason.split(":")[0])] += 1
                 headers = dead_letter_headers(exc.reason, topic, rec.partition, rec.offset)
                 early.append(await sink.send(names.deadletter, rec.key, raw, None, headers))
+                failpoints.hit("stage1.dead_letter_sent")
                 continue
             key = ev.conversation_key.encode()
             if rec.key != key and rec.topic != names.rekey:
@@ -296,6 +298,7 @@ class Runtime:
         early.extend(await self._send_facts(facts, sink))
         if early:
             await asyncio.gather(*early)
+        await failpoints.ahit("stage1.facts_durable")
         # Facts are durable: now the state that says they were produced.
         convs = self.stage1.conversations
         parts = self.partitions
@@ -305,6 +308,7 @@ class Runtime:
             state.append((kb, orjson.dumps(convs[ckey].to_dict()), partition_of(kb, parts), None))
         if state:
             await (await sink.send_many(names.conv_changelog, state, seal=True))
+        await failpoints.ahit("stage1.state_durable")
         self.health.last_batch_at = time.time()
 
     def _rekey(self, kind: str, key: bytes, raw: bytes) -> Out:
@@ -366,7 +370,9 @@ class Runtime:
                 log.warning("skipping malformed facts message at %s/%s", rec.partition, rec.offset)
         async with self.stage2_lock:
             self.aggs.apply(facts)
+            await failpoints.ahit("stage2.applied")
             await self._persist_aggregates(sink)
+            await failpoints.ahit("stage2.durable")
 
     async def _persist_aggregates(self, sink: Sink, extra: Iterable[str] = ()) -> None:
         """Write changed aggregate records. Callers hold `stage2_lock`: two writers of the same
@@ -444,6 +450,7 @@ class Runtime:
             futures = await self._send_facts(facts, sink)
             if futures:
                 await asyncio.gather(*futures)
+            await failpoints.ahit("sweep.facts_durable")
             tombstones: list[Out] = [
                 (kb, None, partition_of(kb, self.partitions), None)
                 for kb in (key.encode() for key in gone)
@@ -478,6 +485,7 @@ class Runtime:
                 # Windows slide every minute: every agent's numbers change, not only busy ones.
                 self._snapshot_minute = minute
                 gone = self.aggs.expire(now)
+                failpoints.hit("tick.expired")
                 self.aggs.dirty_agents.update(self.aggs.agents)
                 await self._persist_aggregates(sink, gone)
         if minute == self._snapshot_minute and self._swept_minute != minute:

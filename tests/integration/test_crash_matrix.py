@@ -1,0 +1,179 @@
+"""A SIGKILL at every durable-write boundary, on the real embedded broker: nothing lost, nothing
+counted twice.
+
+Each case runs the same generated day (chat, orders and ratings; transfers, bursts, bots, ads,
+duplicates and a little bad input) through a worker armed with one failpoint
+(`streams/failpoints.py`): the worker kills itself exactly at that boundary, every run, instead
+of at whatever moment an outside timer happens to land. Then it is restarted — in some cases
+killed again while it restores its state — and the last worker's `/metrics` must equal the
+oracle on every response and business KPI of every agent and window.
+
+The `recovery-stall` case is the defect that timing could not find: a worker killed before its
+first offset commit, restarted, with its end of recovery slowed down. A fetch in flight at that
+moment used to hand over the facts buffered for the paused partitions, which Faust then dropped:
+stage 2 never saw them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from streams.broker import EmbeddedBroker
+from streams.config import load_config
+from streams.simulate import Simulator
+from tests.domain.reference import snapshot_differences
+from tests.integration.day import DAY_START_MS, Expected, Stream, keyed_stream, write_config
+from tests.integration.harness import Sample, Worker, snapshots_from_metrics
+
+pytestmark = pytest.mark.integration
+
+RESPONSE_METRICS = {
+    "kefu_waiting_buyers", "kefu_oldest_wait_seconds", "kefu_rounds_total",
+    "kefu_rounds_within_target_total", "kefu_response_time_histogram_seconds_bucket",
+    "kefu_response_time_histogram_seconds_sum", "kefu_rounds", "kefu_first_rounds",
+    "kefu_received_buyers", "kefu_replied_buyers", "kefu_agent_messages", "kefu_buyer_messages",
+    "kefu_response_time_seconds", "kefu_first_response_time_seconds",
+    "kefu_response_time_mean_seconds", "kefu_first_response_time_mean_seconds",
+    "kefu_rounds_within_target_ratio",
+}  # fmt: skip
+WATERMARK = ("kefu_watermark_timestamp_seconds", frozenset())
+
+
+@dataclass(frozen=True)
+class Case:
+    first: str  # failpoint of the first worker (always a kill)
+    restarts: tuple[str, ...] = ()  # failpoints of restarts that are killed again while restoring
+    last: str = ""  # failpoint of the worker that must end equal to the oracle (not a kill)
+
+
+CASES: dict[str, Case] = {
+    # stage 1: input → facts → conversation state → ack
+    "dead-letter-sent": Case("stage1.dead_letter_sent=kill@3"),
+    "facts-durable": Case("stage1.facts_durable=kill@5"),
+    "state-durable": Case("stage1.state_durable=kill@5"),
+    "round-acked": Case("round.acked=kill@8"),
+    # stage 2: facts → aggregate records → ack
+    "stage2-applied": Case("stage2.applied=kill@3"),
+    "stage2-durable": Case("stage2.durable=kill@6"),
+    # offsets
+    "commit-before": Case("commit.before=kill@1"),
+    "commit-done": Case("commit.done=kill@1"),
+    # the minute tick and the idle sweep
+    "tick-expired": Case("tick.expired=kill@3"),
+    "sweep-facts-durable": Case("sweep.facts_durable=kill@1"),
+    # recovery: the reported defect, and kills while restoring (double crashes)
+    "recovery-stall": Case("stage2.applied=kill@2",
+                           last="recovery.completed=sleep:1500; fetch.in_thread=sleep:300@*"),
+    "killed-while-restoring": Case("stage2.durable=kill@4",
+                                   restarts=("recovery.bulk_applied=kill@1",)),
+    "killed-at-recovery-end": Case("stage1.state_durable=kill@10",
+                                   restarts=("recovery.completed=kill",)),
+}
+
+
+@dataclass
+class Day:
+    stream: Stream
+    expected: Expected
+    now: int
+    config_path: Path
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory: pytest.TempPathFactory) -> Day:
+    """~4k chat events of 10 agents in 2 shops, with their orders and ratings."""
+    sim = Simulator(seed=23, start_ms=DAY_START_MS, shops=2, agents_per_shop=5,
+                    buyers_per_minute=0.3)
+    messages = list(sim.messages(24 * 3600))
+    config_path = write_config(sim, tmp_path_factory.mktemp("crash") / "kefu.toml")
+    stream, events = keyed_stream(messages)
+    now = max(e.ts for evs in events.values() for e in evs)
+    expected = Expected(load_config(config_path), events, now)
+    assert len(expected.agents) >= 8 and len(events["chat"]) > 3000
+    assert len(stream) > len(events["chat"]) + len(events["orders"]) + len(events["ratings"]), \
+        "the day must hold some bad input (dead letters)"
+    return Day(stream, expected, now, config_path)
+
+
+def differences(samples: dict[Sample, float], day: Day) -> list[str]:
+    """Every response and business KPI of /metrics that differs from the oracle."""
+    response = {k: v for k, v in samples.items() if k[0] in RESPONSE_METRICS}
+    diffs = snapshot_differences(snapshots_from_metrics(response, day.now), day.expected.response)
+    return diffs + day.expected.differences(samples)
+
+
+def _produce_day(broker: EmbeddedBroker, worker: Worker, stream: Stream) -> None:
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5, acks="all")
+    try:
+        for kind, _, key, value in stream:
+            producer.send(worker.topics[kind], key=key, value=value)
+        producer.flush(60)
+    finally:
+        producer.close(10)
+
+
+def _wait_killed_at(worker: Worker, spec: str, timeout: float = 120) -> None:
+    """The worker must die by SIGKILL from the armed point (not finish, not crash elsewhere)."""
+    assert worker.proc is not None
+    point = spec.partition("=")[0]
+    deadline = time.monotonic() + timeout
+    while worker.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    code = worker.proc.poll()
+    assert code is not None, f"{worker.name} never reached {spec}; log tail:\n{worker.log_tail()}"
+    assert code == -9, f"{worker.name} exited {code}, not killed at {spec}:\n{worker.log_tail()}"
+    log = worker.log_path.read_text(errors="replace")
+    assert f"failpoint {point}: kill" in log, f"killed, but not by {point}:\n{worker.log_tail()}"
+
+
+def _worker(broker: EmbeddedBroker, app_id: str, workdir: Path, day: Day, name: str,
+            spec: str) -> Worker:
+    env: dict[str, Any] = {"KEFU_BATCH_MAX": "200"}  # many small rounds: many boundaries
+    if spec:
+        env["KEFU_FAILPOINTS"] = spec
+    return Worker(broker, app_id=app_id, workdir=workdir, config_path=day.config_path, env=env,
+                  name=name)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
+    broker: EmbeddedBroker, app_id: str, workdir: Path, day: Day, case: str
+) -> None:
+    spec = CASES[case]
+    first = _worker(broker, app_id, workdir, day, "worker-1", spec.first).start()
+    _produce_day(broker, first, day.stream)
+    _wait_killed_at(first, spec.first)
+    for i, restart_spec in enumerate(spec.restarts, start=2):
+        restarted = _worker(broker, app_id, workdir, day, f"worker-{i}", restart_spec)
+        restarted.start(wait_ready=False)
+        _wait_killed_at(restarted, restart_spec)
+    last = _worker(broker, app_id, workdir, day, "worker-last", spec.last).start()
+    try:
+        diffs: list[str] = []
+
+        def settled() -> bool:
+            samples = last.metrics()
+            if samples.get(WATERMARK) != day.now / 1000:
+                return False
+            diffs[:] = differences(samples, day)
+            return not diffs
+
+        try:
+            last.wait_until(settled, 120, "/metrics to equal the oracle after the crash")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{case}: {len(diffs)} KPIs differ, first: " + "; ".join(diffs[:6])
+                + f"\n{exc}"
+            ) from None
+        log = last.log_path.read_text(errors="replace")
+        for entry in filter(None, spec.last.split(";")):
+            point = entry.strip().partition("=")[0]
+            assert f"failpoint {point}:" in log, f"{point} was never reached"
+    finally:
+        last.stop()
