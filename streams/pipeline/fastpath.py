@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -89,11 +89,31 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             await super().perform_seek()
             committed = dict(self._read_offset)  # Faust set these to the committed offsets
+            await self._seek_uncommitted(committed)
         finally:
             positions.seek_ended(committed)
         if TRACE:
             log.info("TRACE seek targets %s", sorted((str(tp.topic)[-6:], tp.partition, o)
                                                   for tp, o in positions.targets.items()))
+
+    async def _seek_uncommitted(self, committed: dict[Any, int | None]) -> None:
+        """Seek batch partitions that have no committed offset to the start of their log.
+
+        aiokafka seeks only to a committed offset > 0; a partition never committed (a worker
+        killed before its first commit) keeps whatever position its fetcher had. Sought
+        explicitly, every batch partition has a known offset its handler needs next, so a
+        round dropped later is re-read from there, and stale prefetch is recognised.
+        """
+        batch = self.batch_topics
+        tps = [tp for tp in self.assignment() if tp.topic in batch and not committed.get(tp)]
+        if not tps:
+            return
+        earliest = await self.earliest_offsets(*tps)
+        for tp in tps:
+            offset = earliest.get(tp)
+            if offset is not None:
+                await self.seek(tp, offset)
+                committed[tp] = offset
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
         if TRACE:
@@ -117,6 +137,64 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 handlers[topic] = handler
         self.batch_topics = frozenset(handlers)
         return handlers
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+        """Fetch for a frozen copy of the active partitions, never for an empty set.
+
+        Faust hands the consumer thread its live active-partition set. The thread reads it
+        while the fetch is in flight, and when the end of a recovery pauses the changelog
+        partitions the set becomes empty under it — which aiokafka reads as "every
+        partition": it hands over (and moves past) records of partitions Faust keeps paused.
+        """
+        asked = None if active_partitions is None else frozenset(active_partitions)
+        self._asked = asked
+        if asked is not None and not asked:
+            return {}
+        return await self._thread.getmany(asked, timeout)  # type: ignore[arg-type]
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Message]]:
+        """Faust's `getmany`, except that no fetched record of a batch topic goes unaccounted.
+
+        Faust drops records it cannot hand over now (flow suspended, a new generation, the
+        partition paused since the fetch began) and relies on a seek to committed offsets to
+        read them again — which does nothing for a partition never committed, and loses them.
+        Here every such record marks its partition for a re-read from where its handler needs
+        it (`Positions.dropped`). Records of other topics (changelogs) are dropped as Faust
+        drops them: the recovery seeks those partitions itself.
+        """
+        records, _ = await self._wait_next_records(timeout)
+        if not records:
+            return
+        items = list(records.items())
+        if self.should_stop:
+            return  # stopping: the next owner starts from the committed offsets
+        if not self.flow_active:
+            self._forget(items)
+            with contextlib.suppress(Exception):  # as Faust: back to the committed offsets
+                await self.perform_seek()
+            return
+        app = self.app
+        generation = app.consumer_generation_id
+        to_message = self._to_message
+        for i, (tp, batch) in enumerate(items):
+            if not (tp in self._active_partitions or tp in self._buffered_partitions):
+                self._forget([(tp, batch)])  # paused while the fetch was in flight
+                continue
+            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            for j, record in enumerate(batch):
+                if not self.flow_active or app.consumer_generation_id != generation:
+                    self._forget([(tp, batch[j:]), *items[i + 1:]])
+                    return
+                yield tp, to_message(tp, record)
+
+    def _forget(self, items: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+        """Records fetched but not handed over: their batch partitions are read again."""
+        spans = {tp: (batch[0].offset, batch[-1].offset)
+                 for tp, batch in items if batch and tp.topic in self.batch_topics}
+        if spans:
+            log.info("re-reading %d partitions: fetched records could not be handed over",
+                     len(spans))
+            self.positions.dropped(spans)
 
     async def _resync_dropped(self) -> None:
         """Seek partitions whose round was dropped back to the offset their handler needs."""

@@ -55,6 +55,9 @@ class Record:
 
 
 KIND_HEADER = "kefu-kind"
+# Aggregates-changelog record of the watermark, one per partition (ids hold no control
+# characters, so no agent record can have this key).
+WATERMARK_KEY = "\x00watermark:"
 NON_STR_KEYS = orjson.OPT_NON_STR_KEYS  # bucket records are keyed by int fact ids
 HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see app.py)
@@ -220,6 +223,9 @@ class Runtime:
         # Facts batches, expiry and the counters all change aggregate records: one at a time.
         self.stage2_lock = asyncio.Lock()
         self._swept_minute = -1
+        # Largest event ts per input partition, and as last written to the changelog.
+        self.partition_watermarks: dict[int, int] = {}
+        self._watermarks_written: dict[int, int] = {}
         # Agents to re-snapshot, oldest change first, with the time they were queued.
         self._stale: dict[tuple[str, str], int] = {}
         self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
@@ -265,6 +271,7 @@ class Runtime:
         rekeyed: list[Out] = []
         counts = self.events_total
         max_bytes = self.settings.max_event_bytes
+        marks = self.partition_watermarks
         for rec in records:
             self.last_offsets[(rec.topic, rec.partition)] = rec.offset
             kind, decode = self._decoder(rec)
@@ -285,6 +292,8 @@ class Runtime:
                 counts[(topic, "rekeyed")] += 1
                 continue
             good.append(ev)
+            if ev.ts > marks.get(rec.partition, 0):
+                marks[rec.partition] = ev.ts
         if rekeyed:
             early.append(await sink.send_many(names.rekey, rekeyed))
         facts, touched = self.stage1.process_batch(good)
@@ -387,6 +396,14 @@ class Runtime:
             for key, value in dirty.items()
         ]
         if encoded:
+            # With the state they go with: a restart with nothing left to read still knows how
+            # far each partition's input went (in replay mode, its *now*).
+            written = self._watermarks_written
+            for part, ts in self.partition_watermarks.items():
+                if ts > written.get(part, 0) and part in self.owned:
+                    written[part] = ts
+                    encoded.append((f"{WATERMARK_KEY}{part}".encode(), orjson.dumps(ts), part,
+                                    None))
             await (await sink.send_many(self.names.agg_changelog, encoded, seal=True))
 
     # -- supervisor input ------------------------------------------------------------------------
@@ -434,6 +451,15 @@ class Runtime:
         """Move recovered aggregate records of owned partitions from the table into memory."""
         n = 0
         for key, value in list(store.items()):
+            if key.startswith(WATERMARK_KEY):
+                part = int(key[len(WATERMARK_KEY):])
+                if part in self.owned and value is not None:
+                    ts = int(stored(value))
+                    self.clock.observe(ts)
+                    self.partition_watermarks[part] = max(ts, self.partition_watermarks.get(
+                        part, 0))
+                    self._watermarks_written[part] = self.partition_watermarks[part]
+                continue
             akey = key.rpartition(SEP)[0]
             if partition_of(akey.encode(), self.partitions) in self.owned:
                 self.aggs.load(key, stored(value))

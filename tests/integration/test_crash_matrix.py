@@ -65,7 +65,7 @@ CASES: dict[str, Case] = {
     "commit-before": Case("commit.before=kill@1"),
     "commit-done": Case("commit.done=kill@1"),
     # the minute tick and the idle sweep
-    "tick-expired": Case("tick.expired=kill@3"),
+    "tick-expired": Case("tick.expired=kill@2"),
     "sweep-facts-durable": Case("sweep.facts_durable=kill@1"),
     # recovery: the reported defect, and kills while restoring (double crashes)
     "recovery-stall": Case("stage2.applied=kill@2",
@@ -159,7 +159,9 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
 
         def settled() -> bool:
             samples = last.metrics()
-            if samples.get(WATERMARK) != day.now / 1000:
+            watermark = samples.get(WATERMARK)
+            if watermark != day.now / 1000:
+                diffs[:] = [f"watermark {watermark}, the day ends at {day.now / 1000}"]
                 return False
             diffs[:] = differences(samples, day)
             return not diffs

@@ -131,3 +131,29 @@ def test_lag_is_never_zero_when_the_worker_is_cut_off(backlog, silent, expected)
     now = 1_000_000.0
     h = Health(backlog=backlog, broker_ok_at=now - silent)
     assert h.lag_seconds(now - 30.0, now) == pytest.approx(expected)
+
+
+async def test_a_restart_with_nothing_left_to_read_knows_how_far_the_input_went() -> None:
+    """The watermark (in replay mode, *now*) is restored with the aggregates: a worker killed
+    just after committing everything would otherwise show no KPIs until new input came."""
+    a, sink = Runtime(Settings(clock="event"), default_config(), 4), RecordingSink()
+    a.on_assigned({0, 1, 2, 3})
+    batch = [rec(chat("m1", "buyer", T0)), rec(chat("m2", "agent", T0 + 9_000), offset=1)]
+    await a.on_input_batch(batch, sink)
+    facts = [Record(a.names.facts, p, i, k, v)
+             for i, (t, k, v, p, _) in enumerate(sink.sent) if t == a.names.facts]
+    changelog = RecordingSink()
+    await a.on_facts_batch(facts, changelog)
+    store = {k.decode(): v for t, k, v, _, _ in changelog.sent
+             if t == a.names.agg_changelog and k is not None}
+    b = Runtime(Settings(clock="event"), default_config(), 4)
+    b.on_assigned({0, 1, 2, 3})
+    b.load_aggregates(store)
+    assert b.clock.now_ms() == T0 + 9_000
+    await b.tick(RecordingSink())
+    assert b.snapshots[("s", "a1")].windows["today"].rounds == 1
+    # a worker that does not own the partition does not take its watermark
+    c = Runtime(Settings(clock="event"), default_config(), 4)
+    c.on_assigned(set())
+    c.load_aggregates(dict(store))
+    assert c.clock.now_ms() == 0

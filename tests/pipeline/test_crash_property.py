@@ -1,0 +1,267 @@
+"""The worker's two stages in one process, crashed at a random durable-write boundary.
+
+An in-memory log stands in for Kafka (topics of partitions of records; a send is durable when
+it returns) and a small driver for Faust: it restores both tables from their changelogs, feeds
+rounds of chat and facts records to the real `Runtime` handlers from the committed offsets,
+acks, ticks and commits now and then. Hypothesis picks the scenario, the round size, the commit
+cadence and where the first worker dies (`streams.failpoints` armed with `raise`); a second
+worker then restarts from the committed offsets and the changelogs, and its KPIs must equal the
+oracle's on every field — nothing lost, nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from streams import failpoints
+from streams.config import Config, Settings, default_config
+from streams.domain.model import ChatEvent
+from streams.domain.rules import AgentInfo, Lines, ShopRules
+from streams.pipeline.partitioning import partition_of
+from streams.pipeline.runtime import Headers, Out, Record, Runtime
+from tests.domain.reference import reference_snapshots, snapshot_differences
+from tests.domain.strategies import TEAMS, Scenario, describe, scenarios, team_of
+
+PARTITIONS = 2
+T0 = 1_710_475_200_000
+HOPS = (0, 0, 1, 2, 3, 8, 30)  # event-loop turns until a send lands: mostly soon, sometimes late
+CRASHES: Counter[str] = Counter()  # crashes per point, checked by the last test
+POINTS = (
+    "stage1.facts_durable", "stage1.state_durable", "round.acked", "stage2.applied",
+    "stage2.durable", "commit.before", "commit.done", "tick.expired",
+)  # fmt: skip  (the idle sweep needs longer days than these: the crash matrix covers it)
+SETTINGS = settings(derandomize=True, database=None, max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@dataclass
+class Log:
+    """Kafka in memory: topic → partition → records (key, value)."""
+
+    topics: dict[str, dict[int, list[tuple[bytes | None, bytes | None]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def append(self, topic: str, key: bytes | None, value: bytes | None, part: int) -> None:
+        self.topics[topic][part].append((key, value))
+
+    def table(self, topic: str) -> dict[str, Any]:
+        """A changelog read to its end: the latest value of each key (tombstones delete)."""
+        out: dict[str, Any] = {}
+        for records in self.topics[topic].values():
+            for key, value in records:
+                assert key is not None
+                if value is None:
+                    out.pop(key.decode(), None)
+                else:
+                    out[key.decode()] = value
+        return out
+
+
+class LogSink:
+    """Runtime's `Sink` over the in-memory log, with Kafka's durability: a record lands (and its
+    awaitable resolves) a few event-loop turns after it is sent, in order within its partition
+    but in any order across partitions; a crash loses whatever has not landed yet."""
+
+    def __init__(self, log: Log, seed: int) -> None:
+        self.log = log
+        self.alive = True
+        self.rng = random.Random(seed)
+        self.pending: dict[tuple[str, int], deque[Pending]] = defaultdict(deque)
+        self.seq = 0
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   partition: int | None, headers: Headers | None = None) -> Any:
+        return self._send(topic, [(key, value, partition or 0, headers)])
+
+    async def send_many(self, topic: str, records: Sequence[Out], *, seal: bool = False) -> Any:
+        return self._send(topic, records)
+
+    def _send(self, topic: str, records: Sequence[Out]) -> Any:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for key, value, part, _ in records:
+            self.seq += 1
+            fut: asyncio.Future[None] = loop.create_future()
+            self.pending[(topic, part)].append(Pending(self.seq, key, value, fut))
+            self._after(self.rng.choice(HOPS), topic, part, self.seq)
+            futures.append(fut)
+        return asyncio.gather(*futures)
+
+    def _after(self, hops: int, topic: str, part: int, seq: int) -> None:
+        if hops:
+            asyncio.get_running_loop().call_soon(self._after, hops - 1, topic, part, seq)
+            return
+        queue = self.pending[(topic, part)]
+        while self.alive and queue and queue[0].seq <= seq:  # lands with all before it
+            rec = queue.popleft()
+            self.log.append(topic, rec.key, rec.value, part)
+            rec.future.set_result(None)
+
+
+@dataclass
+class Pending:
+    seq: int
+    key: bytes | None
+    value: bytes | None
+    future: asyncio.Future[None]
+
+
+def _config(scn: Scenario) -> Config:
+    base = default_config()
+    return Config(defaults=next(iter(scn.rules.values())), shops=scn.rules, team_lines={},
+                  filters=scn.filters, agents={a: AgentInfo(a, team=t) for a, t in TEAMS.items()},
+                  scorecard_defaults=base.scorecard_defaults)
+
+
+def _wire(e: ChatEvent) -> bytes:
+    return orjson.dumps({"message_id": e.message_id, "shop_id": e.shop_id, "buyer_id": e.buyer_id,
+                         "sender": e.sender, "agent_id": e.agent_id, "ts": e.ts,
+                         "event": e.event, "text": e.text})
+
+
+async def run_worker(log: Log, config: Config, round_size: int, commit_every: int,
+                     sink: LogSink) -> Runtime:
+    """One worker's life: restore, then rounds until the log is read (or a failpoint raises)."""
+    rt = Runtime(Settings(clock="event"), config, PARTITIONS)
+    names = rt.names
+    rt.use_table(log.table(names.conv_changelog))
+    rt.on_assigned(set(range(PARTITIONS)))
+    rt.load_aggregates(log.table(names.agg_changelog))
+    read = {(t, p): log.committed.get((t, p), 0)
+            for t in (names.chat, names.facts) for p in range(PARTITIONS)}
+    rounds = 0
+    while True:
+        taken: dict[str, list[Record]] = {names.chat: [], names.facts: []}
+        for (topic, part), offset in read.items():
+            records = log.topics[topic][part][offset:offset + round_size]
+            taken[topic] += [Record(topic, part, offset + i, k, v)
+                             for i, (k, v) in enumerate(records)]
+        if not any(taken.values()):
+            break
+        if taken[names.chat]:
+            await rt.on_input_batch(taken[names.chat], sink)
+        if taken[names.facts]:
+            await rt.on_facts_batch(taken[names.facts], sink)
+        for records in taken.values():
+            for rec in records:
+                read[(rec.topic, rec.partition)] = rec.offset + 1
+        await failpoints.ahit("round.acked")
+        rounds += 1
+        if rounds % commit_every == 0:
+            await failpoints.ahit("commit.before")
+            log.committed.update(read)
+            await failpoints.ahit("commit.done")
+        await rt.tick(sink)
+    return rt
+
+
+async def crash_and_restart(scn: Scenario, round_size: int, commit_every: int,
+                            crash: str | None, seed: int, totals: bool) -> None:
+    """Run a worker until `crash` (a failpoint spec) fires, restart one, compare with the oracle.
+
+    `totals`: compare the monotone SLO counters too (see the xfail test below).
+    """
+    config = _config(scn)
+    log = Log()
+    chat_topic = Runtime(Settings(), config, PARTITIONS).names.chat
+    for e in scn.events:
+        key = e.conversation_key.encode()
+        log.append(chat_topic, key, _wire(e), partition_of(key, PARTITIONS))
+    failpoints.configure(crash)
+    crashed = False
+    sink = LogSink(log, seed)
+    try:
+        await run_worker(log, config, round_size, commit_every, sink)
+    except failpoints.FailpointError:
+        crashed = True
+    finally:
+        sink.alive = False  # whatever has not landed is lost with the process
+        failpoints.configure(None)
+    if crash:
+        CRASHES[crash.partition("=")[0]] += crashed
+    note(f"crash {crash}: {crashed}; committed {log.committed}")
+    note("events:\n" + describe(scn.events, scn.first_ts))
+    rt = await run_worker(log, config, round_size, commit_every, LogSink(log, seed + 1))
+    now = scn.last_ts
+    rt.aggs.advance(now)
+    rt.aggs.expire(now)
+    actual = rt.aggs.snapshots(now)
+    expected = reference_snapshots(scn.events, scn.rules_for, scn.filters, now, team_of)
+    diffs = snapshot_differences(actual, expected, totals=totals)
+    assert not diffs, f"{len(diffs)} differences, first: " + "; ".join(diffs[:4])
+
+
+@settings(SETTINGS, max_examples=300)
+@given(scn=scenarios(), round_size=st.integers(1, 6), commit_every=st.integers(1, 4),
+       point=st.sampled_from(POINTS), hit=st.integers(1, 5), seed=st.integers(0, 2**16))
+async def test_a_crash_at_any_boundary_loses_and_doubles_nothing(
+    scn: Scenario, round_size: int, commit_every: int, point: str, hit: int, seed: int
+) -> None:
+    await crash_and_restart(scn, round_size, commit_every, f"{point}=raise@{hit}", seed,
+                            totals=False)
+
+
+def test_the_property_crashed_at_every_boundary() -> None:
+    """The property above is no property if its crashes never happen: each point fired."""
+    assert set(CRASHES) == set(POINTS) and all(CRASHES.values()), CRASHES
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "SLO counters (kefu_rounds_total, _within_target_total, the histogram) count a round once "
+    "the worker's clock is past its reply + reorder_window, but the conversation's own in-window "
+    "reorder can still retract it while its facts are in flight: counted twice. Not crash-"
+    "specific; a known limitation in the README."))
+async def test_slo_counters_count_a_round_once_when_a_reorder_retracts_it_late() -> None:
+    """Found by the property above. One conversation's close arrives after the reply with the
+    same ts (an in-window reorder: it retracts the round); meanwhile another conversation
+    moved the worker's clock 2 s on, and stage 2 counted the round before the retraction came."""
+    rules = ShopRules(lines=Lines(5, 10, 20), session_idle_ms=60_000,
+                      unanswered_after_ms=30_000, reorder_window_ms=2_000)
+    scn = Scenario(events=tuple(
+        ChatEvent(mid, shop, buyer, sender, agent, T0 + dt, event)  # type: ignore[arg-type]
+        for mid, shop, buyer, sender, agent, dt, event in (
+            ("m07", "s2", "b3", "buyer", None, 0, "message"),
+            ("m08", "s2", "b3", "agent", "a1", 0, "message"),
+            ("m11", "s2", "b3", "buyer", None, 0, "message"),
+            ("m13", "s2", "b3", "agent", "a1", 0, "message"),
+            ("m99", "s1", "b1", "buyer", "a1", 2_000, "message"),  # the clock moves on
+            ("m12", "s2", "b3", "system", None, 0, "close"),  # sorts before m13: a reorder
+        )), rules={"s1": rules, "s2": rules})
+    config = _config(scn)
+    rt = Runtime(Settings(clock="event"), config, PARTITIONS)
+    rt.on_assigned(set(range(PARTITIONS)))
+    log = Log()
+    sink = LogSink(log, 0)
+
+    async def stage1(events: Sequence[ChatEvent]) -> None:
+        await rt.on_input_batch([Record(rt.names.chat, 0, i, e.conversation_key.encode(),
+                                        _wire(e)) for i, e in enumerate(events)], sink)
+
+    async def stage2() -> None:
+        facts = [Record(rt.names.facts, p, i, k, v)
+                 for p, recs in log.topics[rt.names.facts].items() for i, (k, v) in enumerate(recs)]
+        log.topics[rt.names.facts].clear()
+        await rt.on_facts_batch(facts, sink)
+        await rt.tick(sink)
+
+    await stage1(scn.events[:5])
+    await stage2()  # the round is counted: the clock is 2 s past its reply
+    await stage1(scn.events[5:])
+    await stage2()  # the close retracts it
+    now = scn.last_ts
+    rt.aggs.advance(now)
+    actual = rt.aggs.snapshots(now)
+    expected = reference_snapshots(scn.events, scn.rules_for, scn.filters, now, team_of)
+    diffs = snapshot_differences(actual, expected)
+    assert not diffs, diffs
