@@ -109,11 +109,23 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if not tps:
             return
         earliest = await self.earliest_offsets(*tps)
-        for tp in tps:
-            offset = earliest.get(tp)
-            if offset is not None:
-                await self.seek(tp, offset)
-                committed[tp] = offset
+        targets = {tp: offset for tp in tps if (offset := earliest.get(tp)) is not None}
+        await self.seek_in_thread(targets)
+        committed.update(targets)
+
+    async def seek_in_thread(self, targets: dict[Any, int]) -> None:
+        """Seek in the consumer thread, and wait until the positions are set.
+
+        Faust's `seek` sets aiokafka's position from this (the main) thread, which resolves a
+        future of the consumer thread's loop from outside it: a fetcher waiting for a freshly
+        assigned partition's position can then miss the wake-up and stall (seen once in ~20
+        crash-matrix runs, with every partition sought right after an assignment).
+        """
+        if not targets:
+            return
+        await self._thread.seek_wait(targets)
+        for tp, offset in targets.items():
+            self._read_offset[tp] = offset or None  # as Faust's `seek` leaves it
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
         if TRACE:
@@ -201,7 +213,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for tp, offset in self.positions.take_resync(self.assignment()).items():
             log.info("re-reading %s from %d after a dropped round", tp, offset)
             await failpoints.ahit("resync.seek")
-            await self.seek(tp, offset)
+            await self.seek_in_thread({tp: offset})
 
     async def _run_round(self, groups: dict[BatchHandler, list[Message]],
                          spans: dict[Any, tuple[int, int]], epoch: int) -> None:
@@ -391,7 +403,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     target = positions.reseek(tp)
                     log.info("records of %s arrived ahead of offset %d after a seek: re-reading",
                              tp, target)
-                    await self.seek(tp, target)
+                    await self.seek_in_thread({tp: target})
                 if groups:
                     await self._run_round(groups, spans, epoch)
                 commit_every = self._commit_every

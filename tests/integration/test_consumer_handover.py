@@ -49,8 +49,9 @@ class RealFetcherThread:
         found = await self.aio.beginning_offsets([TopicPartition(*tp) for tp in tps])
         return {TP(tp.topic, tp.partition): offset for tp, offset in found.items()}
 
-    def seek(self, tp: TP, offset: int) -> None:
-        self.aio.seek(TopicPartition(*tp), offset)
+    async def seek_wait(self, targets: Mapping[TP, int]) -> None:
+        for tp, offset in targets.items():
+            self.aio.seek(TopicPartition(*tp), offset)
 
     def assignment(self) -> set[TP]:
         return set(self.assigned)

@@ -146,15 +146,21 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
     broker: EmbeddedBroker, app_id: str, workdir: Path, day: Day, case: str
 ) -> None:
     spec = CASES[case]
-    first = _worker(broker, app_id, workdir, day, "worker-1", spec.first).start()
-    _produce_day(broker, first, day.stream)
-    _wait_killed_at(first, spec.first)
-    for i, restart_spec in enumerate(spec.restarts, start=2):
-        restarted = _worker(broker, app_id, workdir, day, f"worker-{i}", restart_spec)
-        restarted.start(wait_ready=False)
-        _wait_killed_at(restarted, restart_spec)
-    last = _worker(broker, app_id, workdir, day, "worker-last", spec.last).start()
+    workers: list[Worker] = []
     try:
+        first = _worker(broker, app_id, workdir, day, "worker-1", spec.first)
+        workers.append(first)
+        first.start()
+        _produce_day(broker, first, day.stream)
+        _wait_killed_at(first, spec.first)
+        for i, restart_spec in enumerate(spec.restarts, start=2):
+            restarted = _worker(broker, app_id, workdir, day, f"worker-{i}", restart_spec)
+            workers.append(restarted)
+            restarted.start(wait_ready=False)
+            _wait_killed_at(restarted, restart_spec)
+        last = _worker(broker, app_id, workdir, day, "worker-last", spec.last)
+        workers.append(last)
+        last.start()
         diffs: list[str] = []
 
         def settled() -> bool:
@@ -178,4 +184,50 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
             point = entry.strip().partition("=")[0]
             assert f"failpoint {point}:" in log, f"{point} was never reached"
     finally:
-        last.stop()
+        for w in workers:
+            w.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# hand-over: one of two workers dies at a boundary, the other takes its partitions over
+
+HANDOVER_CASES = {
+    "stage1-facts-durable": "stage1.facts_durable=kill@4",
+    "stage2-durable": "stage2.durable=kill@4",
+    "round-acked": "round.acked=kill@6",
+}
+
+
+@pytest.mark.parametrize("case", list(HANDOVER_CASES))
+def test_a_worker_killed_at_a_boundary_hands_over_losing_and_doubling_nothing(
+    broker: EmbeddedBroker, app_id: str, workdir: Path, case: str
+) -> None:
+    from tests.integration import test_scale_out as scale
+
+    spec = HANDOVER_CASES[case]
+    sim, messages = scale._day(seed=24)
+    config = scale._config(sim, workdir / "kefu.toml")
+    expected, now = scale._expected(config, messages)
+    env = {"KEFU_BATCH_MAX": "200"}
+    survivor = Worker(broker, app_id=app_id, workdir=workdir, config_path=config,
+                      partitions=scale.PARTITIONS, name="survivor", env=env)
+    leaver = Worker(broker, app_id=app_id, workdir=workdir, config_path=config,
+                    partitions=scale.PARTITIONS, name="leaver",
+                    env={**env, "KEFU_FAILPOINTS": spec})
+    ws = [survivor, leaver]
+    for w in ws:
+        w.start(wait_ready=False)
+    try:
+        for w in ws:
+            w.wait_ready(90)
+        scale._wait_split(ws)
+        scale.produce(broker, survivor.topics["chat"], scale._keyed(messages))
+        _wait_killed_at(leaver, spec)
+        survivor.wait_until(lambda: scale._owned(survivor) == set(range(scale.PARTITIONS)), 90,
+                            "the survivor to own every partition")
+        scale.produce(broker, survivor.topics["chat"], scale._ticks(now))
+        keys = scale._wait_for_reference([survivor], expected, now)
+        assert keys[0] == set(expected)
+    finally:
+        for w in ws:
+            w.stop()
