@@ -76,7 +76,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
     positions: Positions[Any]  # where each partition's handler stands across seeks (see there)
     restored_in_bulk = 0  # changelog records of the recovery under way (read by on_recover)
     batch_topics: frozenset[str] = frozenset()
-    _asked: frozenset[Any] | None = None  # the partitions the fetch in hand was asked for
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.positions = Positions()
@@ -159,7 +158,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
         partition": it hands over (and moves past) records of partitions Faust keeps paused.
         """
         asked = None if active_partitions is None else frozenset(active_partitions)
-        self._asked = asked
         if asked is not None and not asked:
             return {}
         return await self._thread.getmany(asked, timeout)  # type: ignore[arg-type]
