@@ -13,6 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from kafka import KafkaProducer
+
 from streams.config import Config
 from streams.events import Rejected, decode_chat, decode_order, decode_rating
 from streams.simulate import Simulator
@@ -211,3 +213,15 @@ class Expected:
         return diffs
 
 
+
+
+def produce_stream(bootstrap: list[str] | str, topics: Mapping[str, str], stream: Stream) -> None:
+    """The whole day as one interleaved stream, in arrival order, from one producer (unpaced):
+    a worker then reads the three topics at its own pace."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    try:
+        for kind, _, key, value in stream:
+            producer.send(topics[kind], key=key, value=value)
+        producer.flush(60)
+    finally:
+        producer.close(10)

@@ -39,6 +39,7 @@ from tests.integration.day import (
     Stream,
     keyed_stream,
     of_kind,
+    produce_stream,
     write_config,
 )
 from tests.integration.harness import Worker, labels, produce
@@ -103,13 +104,7 @@ def _deliver_live(broker: EmbeddedBroker, worker: Worker, stream: Stream) -> Non
 
 
 def _deliver_one_stream(broker: EmbeddedBroker, worker: Worker, stream: Stream) -> None:
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5, acks="all")
-    try:
-        for kind, _, key, value in stream:
-            producer.send(worker.topics[kind], key=key, value=value)
-        producer.flush(60)
-    finally:
-        producer.close(10)
+    produce_stream(broker.bootstrap, worker.topics, stream)
 
 
 DELIVERIES: dict[str, Callable[[EmbeddedBroker, Worker, Stream], None]] = {

@@ -22,13 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from streams.broker import EmbeddedBroker
 from streams.config import load_config
 from streams.simulate import Simulator
 from tests.domain.reference import snapshot_differences
-from tests.integration.day import DAY_START_MS, Expected, Stream, keyed_stream, write_config
+from tests.integration.day import (
+    DAY_START_MS,
+    Expected,
+    Stream,
+    keyed_stream,
+    produce_stream,
+    write_config,
+)
 from tests.integration.harness import Sample, Worker, snapshots_from_metrics
 
 pytestmark = pytest.mark.integration
@@ -108,16 +114,6 @@ def differences(samples: dict[Sample, float], day: Day) -> list[str]:
     return diffs + day.expected.differences(samples)
 
 
-def _produce_day(broker: EmbeddedBroker, worker: Worker, stream: Stream) -> None:
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5, acks="all")
-    try:
-        for kind, _, key, value in stream:
-            producer.send(worker.topics[kind], key=key, value=value)
-        producer.flush(60)
-    finally:
-        producer.close(10)
-
-
 def _wait_killed_at(worker: Worker, spec: str, timeout: float = 120) -> None:
     """The worker must die by SIGKILL from the armed point (not finish, not crash elsewhere)."""
     assert worker.proc is not None
@@ -151,7 +147,7 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
         first = _worker(broker, app_id, workdir, day, "worker-1", spec.first)
         workers.append(first)
         first.start()
-        _produce_day(broker, first, day.stream)
+        produce_stream(broker.bootstrap, first.topics, day.stream)
         _wait_killed_at(first, spec.first)
         for i, restart_spec in enumerate(spec.restarts, start=2):
             restarted = _worker(broker, app_id, workdir, day, f"worker-{i}", restart_spec)
@@ -206,7 +202,7 @@ def test_a_worker_killed_at_a_boundary_hands_over_losing_and_doubling_nothing(
 
     spec = HANDOVER_CASES[case]
     sim, messages = scale._day(seed=24)
-    config = scale._config(sim, workdir / "kefu.toml")
+    config = write_config(sim, workdir / "kefu.toml")
     expected, now = scale._expected(config, messages)
     env = {"KEFU_BATCH_MAX": "200"}
     survivor = Worker(broker, app_id=app_id, workdir=workdir, config_path=config,

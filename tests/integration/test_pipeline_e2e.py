@@ -16,6 +16,7 @@ from streams.config import load_config
 from streams.events import Rejected, decode_chat
 from streams.simulate import Simulator
 from tests.domain.reference import assert_same_snapshots, reference_snapshots
+from tests.integration.day import write_config
 from tests.integration.harness import (
     Worker,
     labels,
@@ -31,15 +32,6 @@ DAY_START_MS = 1_731_254_400_000  # 2024-11-11 00:00 +08:00
 def _day(seed: int = 11, hours: float = 24.0, bpm: float = 2.0) -> tuple[Simulator, list]:
     sim = Simulator(seed=seed, start_ms=DAY_START_MS, buyers_per_minute=bpm)
     return sim, [m for m in sim.messages(hours * 3600) if m.topic == "chat"]
-
-
-def _config(sim: Simulator, path: Path) -> Path:
-    path.write_text(
-        '[filters]\nad_patterns = ["加微信", "(?i)https?://", "QQ号"]\n'
-        + sim.shops_toml() + "\n" + sim.roster_toml(),
-        encoding="utf-8",
-    )
-    return path
 
 
 def _decoded(messages: list) -> tuple[list, int]:
@@ -92,7 +84,7 @@ def _wait_for_reference(worker: Worker, expected: dict, now: int, timeout: float
 
 def test_generated_day_matches_reference(broker, app_id, workdir):
     sim, messages = _day()
-    config_path = _config(sim, workdir / "kefu.toml")
+    config_path = write_config(sim, workdir / "kefu.toml")
     expected, now, bad = _expected(sim, config_path, messages)
     assert bad > 0, "the generated day should include a little bad input"
     assert len(expected) > 10
@@ -132,7 +124,7 @@ def test_generated_day_matches_reference(broker, app_id, workdir):
 
 def test_sigkill_mid_day_loses_and_doubles_nothing(broker, app_id, workdir):
     sim, messages = _day(seed=12, hours=24.0, bpm=2.0)
-    config_path = _config(sim, workdir / "kefu.toml")
+    config_path = write_config(sim, workdir / "kefu.toml")
     expected, now, _ = _expected(sim, config_path, messages)
     keyed = _keyed(messages)
     half = len(keyed) // 2

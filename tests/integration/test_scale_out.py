@@ -37,6 +37,7 @@ from tests.domain.reference import (
     reference_snapshots,
     snapshot_differences,
 )
+from tests.integration.day import write_config
 from tests.integration.harness import Worker, labels, produce, snapshots_from_metrics
 
 pytestmark = pytest.mark.integration
@@ -54,15 +55,6 @@ WATERMARK = ("kefu_watermark_timestamp_seconds", frozenset())
 def _day(seed: int, hours: float = 12.0, bpm: float = 2.0) -> tuple[Simulator, list[Any]]:
     sim = Simulator(seed=seed, start_ms=DAY_START_MS, buyers_per_minute=bpm)
     return sim, [m for m in sim.messages(hours * 3600) if m.topic == "chat"]
-
-
-def _config(sim: Simulator, path: Path) -> Path:
-    path.write_text(
-        '[filters]\nad_patterns = ["加微信", "(?i)https?://", "QQ号"]\n'
-        + sim.shops_toml() + "\n" + sim.roster_toml(),
-        encoding="utf-8",
-    )
-    return path
 
 
 def _keyed(messages: list[Any]) -> list[tuple[bytes, bytes]]:
@@ -219,7 +211,7 @@ def _accounted(w: Worker) -> float:
 
 def test_two_workers_split_partitions_and_agents(broker, app_id, workdir):
     sim, messages = _day(seed=21)
-    config = _config(sim, workdir / "kefu.toml")
+    config = write_config(sim, workdir / "kefu.toml")
     expected, now = _expected(config, messages)
     ws = _workers(broker, app_id, workdir, config)
     try:
@@ -247,7 +239,7 @@ def test_two_workers_split_partitions_and_agents(broker, app_id, workdir):
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_stopping_a_worker_mid_stream_loses_and_doubles_nothing(broker, app_id, workdir, how):
     sim, messages = _day(seed=22 if how == "sigterm" else 23)
-    config = _config(sim, workdir / "kefu.toml")
+    config = write_config(sim, workdir / "kefu.toml")
     expected, now = _expected(config, messages)
     keyed = _keyed(messages)
     half = len(keyed) // 2

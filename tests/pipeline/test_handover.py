@@ -8,8 +8,8 @@ import orjson
 
 from streams.config import Settings, default_config
 from streams.domain.rules import MINUTE_MS
-from streams.pipeline.runtime import Record, Runtime
-from tests.pipeline.test_runtime import T0, RecordingSink, chat, rec
+from streams.pipeline.runtime import Runtime
+from tests.pipeline.test_runtime import T0, RecordingSink, answer_one_round
 
 
 def runtime() -> Runtime:
@@ -19,14 +19,8 @@ def runtime() -> Runtime:
 async def test_rounds_restored_uncounted_are_counted_by_a_worker_already_past_them() -> None:
     # Worker A answers a round, but stops before a tick moves its *now* past the reorder
     # window: its changelog holds the round as applied and not yet counted.
-    a, sink = runtime(), RecordingSink()
-    a.on_assigned({0, 1, 2, 3})
-    batch = [rec(chat("m1", "buyer", T0)), rec(chat("m2", "agent", T0 + 9_000), offset=1)]
-    await a.on_input_batch(batch, sink)
-    facts = [Record(a.names.facts, p, i, k, v)
-             for i, (t, k, v, p, _) in enumerate(sink.sent) if t == a.names.facts]
-    changelog = RecordingSink()
-    await a.on_facts_batch(facts, changelog)
+    a = runtime()
+    changelog = await answer_one_round(a)
     assert a.aggs.snapshot("s", "a1", T0 + 9_000).rounds_total == 0  # type: ignore[union-attr]
     # Worker B's own partitions are further on; it takes A's partitions over and recovers
     # them, and then the stream ends: its *now* never moves again.

@@ -119,6 +119,20 @@ async def test_redelivered_batch_changes_nothing() -> None:
     assert snap is not None and snap.windows["today"].rounds == 1 and snap.rounds_total == 1
 
 
+async def answer_one_round(rt: Runtime) -> RecordingSink:
+    """Both stages of a worker owning every partition answer one round (buyer at T0, reply
+    9 s later); returns what stage 2 wrote to the aggregates changelog."""
+    sink = RecordingSink()
+    rt.on_assigned({0, 1, 2, 3})
+    batch = [rec(chat("m1", "buyer", T0)), rec(chat("m2", "agent", T0 + 9_000), offset=1)]
+    await rt.on_input_batch(batch, sink)
+    facts = [Record(rt.names.facts, p, i, k, v)
+             for i, (t, k, v, p, _) in enumerate(sink.sent) if t == rt.names.facts]
+    changelog = RecordingSink()
+    await rt.on_facts_batch(facts, changelog)
+    return changelog
+
+
 @pytest.mark.parametrize(
     ("backlog", "silent", "expected"),
     [
@@ -136,14 +150,8 @@ def test_lag_is_never_zero_when_the_worker_is_cut_off(backlog, silent, expected)
 async def test_a_restart_with_nothing_left_to_read_knows_how_far_the_input_went() -> None:
     """The watermark (in replay mode, *now*) is restored with the aggregates: a worker killed
     just after committing everything would otherwise show no KPIs until new input came."""
-    a, sink = Runtime(Settings(clock="event"), default_config(), 4), RecordingSink()
-    a.on_assigned({0, 1, 2, 3})
-    batch = [rec(chat("m1", "buyer", T0)), rec(chat("m2", "agent", T0 + 9_000), offset=1)]
-    await a.on_input_batch(batch, sink)
-    facts = [Record(a.names.facts, p, i, k, v)
-             for i, (t, k, v, p, _) in enumerate(sink.sent) if t == a.names.facts]
-    changelog = RecordingSink()
-    await a.on_facts_batch(facts, changelog)
+    a = Runtime(Settings(clock="event"), default_config(), 4)
+    changelog = await answer_one_round(a)
     store = {k.decode(): v for t, k, v, _, _ in changelog.sent
              if t == a.names.agg_changelog and k is not None}
     b = Runtime(Settings(clock="event"), default_config(), 4)
