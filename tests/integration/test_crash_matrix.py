@@ -51,6 +51,8 @@ RESPONSE_METRICS = {
 WATERMARK = ("kefu_watermark_timestamp_seconds", frozenset())
 
 
+# Hit counts stay low: a fast machine runs the day in few rounds (stage 2 in as few as ~4), and
+# a point never reached fails the case.
 @dataclass(frozen=True)
 class Case:
     first: str  # failpoint of the first worker (always a kill)
@@ -66,7 +68,7 @@ CASES: dict[str, Case] = {
     "round-acked": Case("round.acked=kill@8"),
     # stage 2: facts → aggregate records → ack
     "stage2-applied": Case("stage2.applied=kill@3"),
-    "stage2-durable": Case("stage2.durable=kill@6"),
+    "stage2-durable": Case("stage2.durable=kill@3"),
     # offsets
     "commit-before": Case("commit.before=kill@1"),
     "commit-done": Case("commit.done=kill@1"),
@@ -76,7 +78,7 @@ CASES: dict[str, Case] = {
     # recovery: the reported defect, and kills while restoring (double crashes)
     "recovery-stall": Case("stage2.applied=kill@2",
                            last="recovery.completed=sleep:1500; fetch.in_thread=sleep:300@*"),
-    "killed-while-restoring": Case("stage2.durable=kill@4",
+    "killed-while-restoring": Case("stage2.durable=kill@3",
                                    restarts=("recovery.bulk_applied=kill@1",)),
     "killed-at-recovery-end": Case("stage1.state_durable=kill@10",
                                    restarts=("recovery.completed=kill",)),
@@ -188,9 +190,9 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
 # hand-over: one of two workers dies at a boundary, the other takes its partitions over
 
 HANDOVER_CASES = {
-    "stage1-facts-durable": "stage1.facts_durable=kill@4",
-    "stage2-durable": "stage2.durable=kill@4",
-    "round-acked": "round.acked=kill@6",
+    "stage1-facts-durable": "stage1.facts_durable=kill@3",
+    "stage2-durable": "stage2.durable=kill@2",
+    "round-acked": "round.acked=kill@4",
 }
 
 
