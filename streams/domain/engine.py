@@ -76,7 +76,7 @@ class ConversationStage:
         order_outcomes = self.order_outcomes
         rating_outcomes = self.rating_outcomes
         for ev in events:
-            key = ev.conversation_key
+            key = ev.state_key
             entry = touched.get(key)
             if entry is None:
                 ctx = self.ctx(ev.shop_id, ev.buyer_id)

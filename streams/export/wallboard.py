@@ -30,6 +30,7 @@ import faust
 import orjson
 from aiohttp import web as aioweb
 
+from streams.domain import keys
 from streams.domain.model import AgentSnapshot, WindowKpis
 from streams.domain.rules import Lines
 from streams.export.prometheus import State
@@ -84,10 +85,13 @@ class BoardFilter:
 
     @staticmethod
     def from_query(query: Query) -> BoardFilter:
+        """Repeatable and comma-separated; `\\,` is a comma inside an id, `\\\\` a backslash
+        (ids may hold any printable character, commas included)."""
+
         def values(key: str) -> frozenset[str]:
             out: set[str] = set()
             for raw in query.getall(key, []):
-                out.update(v.strip() for v in raw.split(",") if v.strip())
+                out.update(v.strip() for v in keys.split(raw, ",", "\\") if v.strip())
             return frozenset(sorted(out)[:MAX_FILTER_VALUES])
 
         return BoardFilter(values("shop"), values("team"))
@@ -157,7 +161,7 @@ def _agent_tile(
     oldest = snap.oldest_wait_seconds(now_ms) if snap.waiting else 0.0
     status = _status(p90, oldest, lines)
     tile = {
-        "id": f"{snap.shop}/{snap.agent}",
+        "id": keys.tile_id(snap.shop, snap.agent),
         "shop": snap.shop,
         "team": snap.team,
         "agent": snap.agent,

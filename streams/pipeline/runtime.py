@@ -28,7 +28,8 @@ from streams.domain import scorecard
 from streams.domain.aggregates import SEP, Aggregates
 from streams.domain.conversation import Conversation
 from streams.domain.engine import ConversationStage, InputEvent
-from streams.domain.facts import EXECUTION, PUT, Fact, agent_key, split_agent_key, stable_hash
+from streams.domain.facts import EXECUTION, PUT, Fact, stable_hash
+from streams.domain.keys import agent_key, routing_key_of, split_agent_key
 from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
 from streams.domain.windows import month_start_ms, period_start_ms
@@ -277,7 +278,7 @@ class Runtime:
                 headers = dead_letter_headers(exc.reason, topic, rec.partition, rec.offset)
                 early.append(await sink.send(names.deadletter, rec.key, raw, None, headers))
                 continue
-            key = ev.conversation_key.encode()
+            key = ev.routing_key
             if rec.key != key and rec.topic != names.rekey:
                 rekeyed.append(self._rekey(kind, key, raw))
                 counts[(topic, "rekeyed")] += 1
@@ -301,8 +302,8 @@ class Runtime:
         parts = self.partitions
         state: list[Out] = []
         for ckey in touched:
-            kb = ckey.encode()
-            state.append((kb, orjson.dumps(convs[ckey].to_dict()), partition_of(kb, parts), None))
+            state.append((ckey.encode(), orjson.dumps(convs[ckey].to_dict()),
+                          partition_of(routing_key_of(ckey), parts), None))
         if state:
             await (await sink.send_many(names.conv_changelog, state, seal=True))
         self.health.last_batch_at = time.time()
@@ -320,7 +321,7 @@ class Runtime:
             topic = self.topic_of_kind[kind]
             raw = rec.value or b""
             try:
-                key = decode(raw, self.settings.max_event_bytes).conversation_key.encode()
+                key = decode(raw, self.settings.max_event_bytes).routing_key
             except Rejected:
                 key = rec.key or b""  # rejected where it is decoded again, with its reason
             out.append(self._rekey(kind, key, raw))
@@ -421,7 +422,7 @@ class Runtime:
                 del pending[ident]
         store = self.stage1.conversations
         parts = self.partitions
-        for key in [k for k in store if partition_of(k.encode(), parts) not in self.owned]:
+        for key in [k for k in store if partition_of(routing_key_of(k), parts) not in self.owned]:
             del store[key]
 
     def load_aggregates(self, store: MutableMapping[str, Any]) -> int:
@@ -445,8 +446,8 @@ class Runtime:
             if futures:
                 await asyncio.gather(*futures)
             tombstones: list[Out] = [
-                (kb, None, partition_of(kb, self.partitions), None)
-                for kb in (key.encode() for key in gone)
+                (key.encode(), None, partition_of(routing_key_of(key), self.partitions), None)
+                for key in gone
             ]
             await (await sink.send_many(self.names.conv_changelog, tombstones, seal=True))
         log.info("forgot %d idle conversations", len(gone))
