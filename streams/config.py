@@ -71,6 +71,7 @@ DURATION_KEYS: dict[str, str] = {
     "unanswered_after": "unanswered_after_ms",
     "attribution_window": "attribution_window_ms",
     "reorder_window": "reorder_window_ms",
+    "max_future_skew": "max_future_skew_ms",
 }
 RULE_KEYS: tuple[str, ...] = (
     "profile",

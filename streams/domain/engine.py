@@ -7,7 +7,7 @@ what the unit and property tests drive, and what `bench` uses to measure the dom
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -33,6 +33,10 @@ class ConversationStage:
         self.outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0, LATE: 0}  # chat
         self.order_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
         self.rating_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
+        # (index in the batch, reason) of events whose processing raised; the caller
+        # dead-letters them and clears the list. Their facts are dropped; the conversation
+        # keeps whatever the event changed before it raised (the next events still apply).
+        self.failed: list[tuple[int, str]] = []
 
     def outcome_counters(self) -> list[tuple[str, dict[str, int]]]:
         """(input kind, outcome counts) for every input topic."""
@@ -62,7 +66,7 @@ class ConversationStage:
 
     def process_batch(
         self,
-        events: Iterable[InputEvent],
+        events: Sequence[InputEvent],
         load: Callable[[str, Ctx], Conversation | None] | None = None,
     ) -> tuple[list[Fact], set[str]]:
         """Apply chat, order and rating events in arrival order.
@@ -75,7 +79,8 @@ class ConversationStage:
         outcomes = self.outcomes
         order_outcomes = self.order_outcomes
         rating_outcomes = self.rating_outcomes
-        for ev in events:
+        failed = self.failed
+        for index, ev in enumerate(events):
             key = ev.state_key
             entry = touched.get(key)
             if entry is None:
@@ -88,12 +93,17 @@ class ConversationStage:
                 convs[key] = conv
                 entry = touched[key] = (conv, ctx)
             conv, ctx = entry
-            if isinstance(ev, ChatEvent):
-                outcomes[conv.process(ev, ctx, facts)] += 1
-            elif isinstance(ev, OrderEvent):
-                order_outcomes[conv.process_order(ev, ctx, facts)] += 1
-            else:
-                rating_outcomes[conv.process_rating(ev, ctx, facts)] += 1
+            emitted = len(facts)
+            try:
+                if isinstance(ev, ChatEvent):
+                    outcomes[conv.process(ev, ctx, facts)] += 1
+                elif isinstance(ev, OrderEvent):
+                    order_outcomes[conv.process_order(ev, ctx, facts)] += 1
+                else:
+                    rating_outcomes[conv.process_rating(ev, ctx, facts)] += 1
+            except Exception as exc:  # an input the state machine cannot take: that event only
+                del facts[emitted:]
+                failed.append((index, f"error:{type(exc).__name__}"))
         for conv, ctx in touched.values():
             conv.pending_changes(ctx, facts)
         return facts, set(touched)

@@ -8,6 +8,14 @@ Crash safety (at-least-once in, exactly-once effect): per chat batch the facts a
 *before* the conversation state that remembers having produced them, and the batch is acked
 only after both. A crash can therefore repeat facts (the aggregates ignore repeats by id) but
 never lose them; repeated chat events are dropped by message id.
+
+Which errors do what: anything wrong with *one input record* — it breaks the rules, is dated
+past `max_future_skew`, or makes a decoder or the conversation state machine raise — sends that
+record to the dead letter with its reason (a value of any size fits: see `events.dead_letter`)
+and the batch goes on. Errors of the worker's *own* state or of the broker (a changelog or facts
+write that fails, the aggregates raising on facts the worker wrote itself) still escape the
+handler and crash the worker, which recovers on restart (see `fastpath`): skipping those would
+lose or double-count data silently.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from streams.domain.keys import agent_key, routing_key_of, split_agent_key
 from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
 from streams.domain.windows import month_start_ms, period_start_ms
-from streams.events import Rejected, dead_letter_headers, decode_chat, decode_order, decode_rating
+from streams.events import Rejected, dead_letter, decode_chat, decode_order, decode_rating
 from streams.pipeline.clock import Clock
 from streams.pipeline.partitioning import partition_of
 
@@ -263,6 +271,7 @@ class Runtime:
         good: list[InputEvent] = []
         early: list[Awaitable[Any]] = []
         rekeyed: list[Out] = []
+        sources: list[tuple[Record, str]] = []  # each good event's record and topic
         counts = self.events_total
         max_bytes = self.settings.max_event_bytes
         for rec in records:
@@ -270,25 +279,29 @@ class Runtime:
             kind, decode = self._decoder(rec)
             topic = self.topic_of_kind[kind]
             raw = rec.value or b""
-            try:
-                ev = decode(raw, max_bytes)
-            except Rejected as exc:
-                counts[(topic, "rejected")] += 1
-                self.rejected_reasons[(topic, exc.reason.split(":")[0])] += 1
-                headers = dead_letter_headers(exc.reason, topic, rec.partition, rec.offset)
-                early.append(await sink.send(names.deadletter, rec.key, raw, None, headers))
+            reason = self._check(decode, raw, max_bytes)
+            if isinstance(reason, str):
+                early.append(await self._dead_letter(rec, topic, reason, sink))
                 continue
+            ev = reason
             key = ev.routing_key
             if rec.key != key and rec.topic != names.rekey:
                 rekeyed.append(self._rekey(kind, key, raw))
                 counts[(topic, "rekeyed")] += 1
                 continue
             good.append(ev)
+            sources.append((rec, topic))
         if rekeyed:
             early.append(await sink.send_many(names.rekey, rekeyed))
         facts, touched = self.stage1.process_batch(good)
-        for ev in good:
-            self.clock.observe(ev.ts)
+        failed = {index for index, _ in self.stage1.failed}
+        for index, reason in self.stage1.failed:
+            rec, topic = sources[index]
+            early.append(await self._dead_letter(rec, topic, reason, sink))
+        self.stage1.failed.clear()
+        for index, ev in enumerate(good):
+            if index not in failed:
+                self.clock.observe(ev.ts)
         for kind, outcomes in self.stage1.outcome_counters():
             for outcome, n in outcomes.items():
                 if n:
@@ -308,6 +321,35 @@ class Runtime:
             await (await sink.send_many(names.conv_changelog, state, seal=True))
         self.health.last_batch_at = time.time()
 
+    def _check(self, decode: Decoder, raw: bytes, max_bytes: int) -> InputEvent | str:
+        """The decoded event, or the reason to dead-letter it.
+
+        Input errors of one record never escape: `Rejected` (the rules) and any other
+        exception (a decoder bug some input found) both become that record's reason. Errors
+        of the worker's own state and of the broker still raise (see `fastpath`).
+        """
+        try:
+            ev = decode(raw, max_bytes)
+        except Rejected as exc:
+            return exc.reason
+        except Exception as exc:
+            log.warning("decoder failed on a record: %r", exc)
+            return f"error:{type(exc).__name__}"
+        if ev.ts > time.time() * 1000 + self.config.rules(ev.shop_id).max_future_skew_ms:
+            return "future:ts"  # one bad clock must not move *now* or hide lag
+        return ev
+
+    async def _dead_letter(
+        self, rec: Record, topic: str, reason: str, sink: Sink
+    ) -> Awaitable[Any]:
+        """Count a rejected record and send its dead letter (a value that always fits)."""
+        self.events_total[(topic, "rejected")] += 1
+        self.rejected_reasons[(topic, reason.split(":")[0])] += 1
+        key, value, headers = dead_letter(
+            rec.value or b"", rec.key, reason, topic, rec.partition, rec.offset
+        )
+        return await sink.send(self.names.deadletter, key, value, None, headers)
+
     def _rekey(self, kind: str, key: bytes, raw: bytes) -> Out:
         """An event for where its conversation lives; it is processed from there."""
         return key, raw, partition_of(key, self.partitions), [(KIND_HEADER, kind.encode())]
@@ -316,18 +358,21 @@ class Runtime:
         """Input topics partitioned unlike the chat topic: everything goes through the rekey
         topic, so orders still meet their conversation on one partition."""
         out: list[Out] = []
+        early: list[Awaitable[Any]] = []
         for rec in records:
             kind, decode = self._decoder(rec)
             topic = self.topic_of_kind[kind]
             raw = rec.value or b""
-            try:
-                key = decode(raw, self.settings.max_event_bytes).routing_key
-            except Rejected:
-                key = rec.key or b""  # rejected where it is decoded again, with its reason
-            out.append(self._rekey(kind, key, raw))
+            checked = self._check(decode, raw, self.settings.max_event_bytes)
+            if isinstance(checked, str):  # dead-lettered here, with its own offset
+                early.append(await self._dead_letter(rec, topic, checked, sink))
+                continue
+            out.append(self._rekey(kind, checked.routing_key, raw))
             self.events_total[(topic, "rekeyed")] += 1
         if out:
-            await (await sink.send_many(self.names.rekey, out))
+            early.append(await sink.send_many(self.names.rekey, out))
+        if early:
+            await asyncio.gather(*early)
 
     async def _send_facts(self, facts: Iterable[Fact], sink: Sink) -> list[Awaitable[Any]]:
         """One message per facts partition: {"shop\x1fagent": [fact rows…], …}.
