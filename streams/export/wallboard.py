@@ -9,9 +9,10 @@ The board state is built only from the runtime's snapshots: it picks fields, add
 counts for the header (waiting buyers, rounds, within-line rounds, received/replied buyers) and
 sorts agents worst-first. No buyer ids or message text exist in a snapshot, so none can leak.
 
-If `KEFU_WALLBOARD_TOKEN` is set, the page and the feed need `?token=` (which also sets a cookie,
-so a TV can drop the token from its URL after the first load) or that cookie; otherwise 401.
-The static assets carry no data and stay open.
+If `KEFU_READ_TOKEN` or `KEFU_WALLBOARD_TOKEN` is set, the page and the feed need one of them
+(or the API token) as `?token=` (which also sets a cookie, so a TV can drop the token from its
+URL after the first load), that cookie or a Bearer header; otherwise 401 (see `auth`). The
+static assets carry no data and stay open.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from aiohttp import web as aioweb
 from streams.domain import keys
 from streams.domain.model import AgentSnapshot, WindowKpis
 from streams.domain.rules import Lines
+from streams.export import auth
 from streams.export.prometheus import State
 
 __all__ = [
@@ -119,12 +120,17 @@ def token_ok(expected: str | None, given: str | None, cookie: str | None) -> boo
     )
 
 
-def _expected_token() -> str | None:
-    return os.environ.get(TOKEN_ENV) or None
+def _board_tokens() -> list[str]:
+    """Tokens that open the board: KEFU_READ_TOKEN (or the API token) and the board's own."""
+    return auth.Tokens.from_env().board_readers()
 
 
 def _denied(request: Any) -> aioweb.Response | None:
-    if token_ok(_expected_token(), request.query.get("token"), request.cookies.get(COOKIE)):
+    readers = _board_tokens()
+    if not readers:
+        return None
+    given = (request.query.get("token"), request.cookies.get(COOKIE), auth.bearer(request.headers))
+    if any(auth.matches(g, readers) for g in given):
         return None
     return aioweb.Response(
         status=401,
@@ -397,8 +403,8 @@ def register(app: faust.App, rt: State, static_dir: Path = STATIC_DIR) -> None:
             charset="utf-8",
             headers={"Cache-Control": "no-store", **SECURITY_HEADERS},
         )
-        token, expected = request.query.get("token"), _expected_token()
-        if expected and token and token_ok(expected, token, None):
+        token, readers = request.query.get("token"), _board_tokens()
+        if readers and auth.matches(token, readers):
             # Remembered, so the TV's URL need not keep the token after the first load.
             resp.set_cookie(
                 COOKIE, token, path="/wallboard", httponly=True, samesite="Strict",
