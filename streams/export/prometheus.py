@@ -118,7 +118,9 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_snapshot_refresh_seconds_total": ("counter", "Time spent recomputing agent snapshots."),
     "kefu_broker_last_ack_timestamp_seconds": ("gauge", "When the broker last acked a heartbeat."),
     "kefu_exported_agents": ("gauge", "(shop, agent) series sets this worker exports."),
-    "kefu_worker_ready": ("gauge", "1 once state is recovered and the worker is consuming."),
+    "kefu_worker_ready": (
+        "gauge", "1 once state is recovered, while the broker answers (as /readyz)."
+    ),
 }
 
 
@@ -329,4 +331,4 @@ def _pipeline(out: dict[str, list[str]], state: State, agents: int) -> None:
     out["kefu_snapshot_queue_agents"].append(f" {state.snapshot_queue}")
     out["kefu_snapshot_refreshes_total"].append(f" {state.snapshots_refreshed}")
     out["kefu_snapshot_refresh_seconds_total"].append(f" {_num(state.snapshot_seconds)}")
-    out["kefu_worker_ready"].append(f" {1 if state.health.ready else 0}")
+    out["kefu_worker_ready"].append(f" {1 if state.health.is_ready() else 0}")

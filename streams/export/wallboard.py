@@ -253,11 +253,12 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
     snapshot_at = state.snapshot_at_ms / 1000
     now = now_ms / 1000
     watermark = state.clock.watermark_ms / 1000
-    backlog = sum(state.health.backlog.values())
-    lag = max(0.0, time.time() - watermark) if backlog and watermark else 0.0
+    lag = state.health.lag_seconds(watermark)  # behind the input, or cut off from the broker
     stale: str | None = None
     if not state.health.ready:
         stale = "not_ready"
+    elif not state.health.broker_reachable():
+        stale = "broker_unreachable"
     elif snapshot_at <= 0 or now - snapshot_at > STALE_AFTER_S:
         stale = "snapshot_old"
     elif lag > STALE_AFTER_S:
@@ -300,7 +301,7 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
         "snapshot_at": snapshot_at,
         "watermark": watermark,
         "lag_seconds": _r(lag),
-        "ready": state.health.ready,
+        "ready": state.health.is_ready(),
         "stale": stale,
         "stale_after": STALE_AFTER_S,
         "filter": flt.as_json(),

@@ -113,8 +113,11 @@ class Routes:
         return _json({"status": "ok"})
 
     async def readyz(self, request: aioweb.Request) -> aioweb.StreamResponse:
-        ok = self.rt.health.ready
-        return _json({"ready": ok, "partitions": sorted(self.rt.owned)}, 200 if ok else 503)
+        health = self.rt.health
+        ok = health.is_ready()
+        body = {"ready": ok, "recovered": health.ready, "partitions": sorted(self.rt.owned),
+                "broker": "ok" if health.broker_reachable() else "unreachable"}
+        return _json(body, 200 if ok else 503)
 
     def table(self) -> list[tuple[str, str, Handler]]:
         return [

@@ -67,6 +67,9 @@ NON_STR_KEYS = orjson.OPT_NON_STR_KEYS  # bucket records are keyed by int fact i
 HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see app.py)
 HEARTBEAT_GRACE_S = 10.0
+# Not ready once the broker has acked no heartbeat for this long (a broker away for 20 s must
+# show): a few missed heartbeats are a busy broker, not an outage.
+BROKER_READY_GRACE_S = 15.0
 Decoder = Callable[[bytes, int], InputEvent]
 DECODERS: dict[str, Decoder] = {
     "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
@@ -140,6 +143,14 @@ class Health:
     backlog: dict[int, int] = field(default_factory=dict)  # chat partition -> unread messages
     facts_backlog: dict[int, int] = field(default_factory=dict)  # facts partition -> unread
     broker_ok_at: float = field(default_factory=time.time)  # last heartbeat the broker acked
+
+    def broker_reachable(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return now - self.broker_ok_at <= BROKER_READY_GRACE_S
+
+    def is_ready(self, now: float | None = None) -> bool:
+        """Recovered, and the broker acked a heartbeat within the grace: what /readyz says."""
+        return self.ready and self.broker_reachable(now)
 
     def lag_seconds(self, watermark_s: float, now: float | None = None) -> float:
         """How stale the numbers are: behind the input, or cut off from the broker.

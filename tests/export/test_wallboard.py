@@ -423,3 +423,8 @@ def test_filter_values_may_hold_commas_escaped() -> None:
     assert flt.shops == frozenset({"x,y"})
     assert [a["agent"] for a in board_state(r, flt)["agents"]] == ["a"]
     assert BoardFilter.from_query(q(shop="x\\\\")).shops == frozenset({"x\\"})
+
+
+def test_board_says_when_the_broker_is_unreachable(rt: FakeRuntime) -> None:
+    rt.health.broker_ok_at = time.time() - 60
+    assert board_state(rt, BoardFilter())["stale"] == "broker_unreachable"

@@ -198,3 +198,15 @@ def test_tokens_from_the_environment() -> None:
     t = Tokens.from_env({"KEFU_API_TOKEN": " a ", "KEFU_READ_TOKEN": "",
                          "KEFU_WALLBOARD_TOKEN": "w"})
     assert t.api == "a" and t.read is None and t.wallboard == "w" and t.metrics is None
+
+
+async def test_readyz_and_the_gauge_say_not_ready_when_the_broker_is_gone(
+    client: tuple[Client, Runtime, RecordingSink],
+) -> None:
+    c, rt, _sink = client
+    assert (await c.get("/readyz")).status == 200
+    rt.health.broker_ok_at = time.time() - 60
+    resp = await c.get("/readyz")
+    assert resp.status == 503 and (await resp.json())["broker"] == "unreachable"
+    metrics = await (await c.get("/metrics", headers=auth(METRICS))).text()
+    assert "\nkefu_worker_ready 0\n" in metrics

@@ -131,3 +131,13 @@ def test_lag_is_never_zero_when_the_worker_is_cut_off(backlog, silent, expected)
     now = 1_000_000.0
     h = Health(backlog=backlog, broker_ok_at=now - silent)
     assert h.lag_seconds(now - 30.0, now) == pytest.approx(expected)
+
+
+def test_not_ready_while_the_broker_is_unreachable_past_the_grace() -> None:
+    """Issue 13, defect 8: with the broker gone, /readyz stayed 200 and kefu_worker_ready 1."""
+    from streams.pipeline.runtime import BROKER_READY_GRACE_S
+
+    now = 1_000_000.0
+    assert Health(ready=True, broker_ok_at=now - 1.0).is_ready(now)
+    assert not Health(ready=True, broker_ok_at=now - BROKER_READY_GRACE_S - 1).is_ready(now)
+    assert not Health(ready=False, broker_ok_at=now).is_ready(now)
