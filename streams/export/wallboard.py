@@ -30,7 +30,7 @@ import faust
 import orjson
 from aiohttp import web as aioweb
 
-from streams.domain import keys
+from streams.domain import keys, limits
 from streams.domain.model import AgentSnapshot, WindowKpis
 from streams.domain.rules import Lines
 from streams.export import auth
@@ -170,7 +170,7 @@ def _agent_tile(
         "id": keys.tile_id(snap.shop, snap.agent),
         "shop": snap.shop,
         "team": snap.team,
-        "agent": snap.agent,
+        "agent": limits.label(snap.agent),
         "name": name,
         "status": status,
         "waiting": snap.waiting,
@@ -227,7 +227,7 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
             continue
         teams.add(snap.team)
         info = config.agent(snap.agent)
-        name = info.name if info is not None and info.name else snap.agent
+        name = info.name if info is not None and info.name else limits.label(snap.agent)
         tile, key = _agent_tile(snap, lines, name, now_ms)
         tiles.append((key, tile))
         if tile["p90_5m"] is not None and (worst_p90 is None or tile["p90_5m"] > worst_p90[0]):

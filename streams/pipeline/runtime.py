@@ -38,6 +38,7 @@ from streams.domain.conversation import Conversation
 from streams.domain.engine import ConversationStage, InputEvent
 from streams.domain.facts import EXECUTION, PUT, Fact, stable_hash
 from streams.domain.keys import agent_key, routing_key_of, split_agent_key
+from streams.domain.limits import OVER_LIMIT_TEAM, AgentLimits, is_overflow, overflow_partition
 from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
 from streams.domain.windows import month_start_ms, period_start_ms
@@ -215,7 +216,8 @@ class Runtime:
         self.names = Names.for_settings(settings)
         self.clock = Clock(settings.clock)
         self.stage1 = ConversationStage(config.rules, config.filters)
-        self.aggs = Aggregates(config.rules, self._lines_for, config.team_of)
+        self.aggs = Aggregates(config.rules, self._lines_for, self._team_of)
+        self.limits = AgentLimits(settings.max_agents, settings.max_shops)
         self.aggs.scoring = self._score
         names = self.names
         self.topic_of_kind = {"chat": names.chat, "orders": names.orders, "ratings": names.ratings}
@@ -244,9 +246,24 @@ class Runtime:
         self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
 
     def _lines_for(self, shop: str, agent: str) -> Lines:
-        return self.config.lines(shop, self.config.team_of(agent))
+        return self.config.lines(shop, self._team_of(agent))
+
+    def _team_of(self, agent: str) -> str:
+        return OVER_LIMIT_TEAM if is_overflow(agent) else self.config.team_of(agent)
+
+    def _pair_partition(self, shop: str, agent: str) -> int:
+        """The partition of a (shop, agent) aggregate; an over-limit one names its own."""
+        own = overflow_partition(agent)
+        if own is not None:
+            return own
+        return partition_of(agent_key(shop, agent).encode(), self.partitions)
+
+    def _akey_partition(self, akey: str) -> int:
+        return self._pair_partition(*split_agent_key(akey))
 
     def _score(self, snap: AgentSnapshot, execution: dict[int, float], now: int) -> None:
+        if is_overflow(snap.agent):
+            return  # agents past KEFU_MAX_AGENTS have no scorecard of their own
         config = self.config
         rules = config.rules(snap.shop)
         info = config.agent(snap.agent)
@@ -422,7 +439,8 @@ class Runtime:
             except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
                 log.warning("skipping malformed facts message at %s/%s", rec.partition, rec.offset)
         async with self.stage2_lock:
-            self.aggs.apply(facts)
+            # Pairs past KEFU_MAX_AGENTS / KEFU_MAX_SHOPS go to the over-limit aggregates.
+            self.aggs.apply(self.limits.route(facts, self.aggs.agents, self._pair_partition))
             await self._persist_aggregates(sink)
 
     async def _persist_aggregates(self, sink: Sink, extra: Iterable[str] = ()) -> None:
@@ -434,7 +452,7 @@ class Runtime:
         # Serialize everything before the first await: the values are the state *now*.
         encoded: list[Out] = [
             (key.encode(), None if value is None else orjson.dumps(value, option=NON_STR_KEYS),
-             partition_of(key.rpartition(SEP)[0].encode(), self.partitions), None)
+             self._akey_partition(key.rpartition(SEP)[0]), None)
             for key, value in dirty.items()
         ]
         if encoded:
@@ -466,7 +484,7 @@ class Runtime:
     # -- rebalance and recovery ------------------------------------------------------------------
 
     def owns_agent(self, shop: str, agent: str) -> bool:
-        return partition_of(agent_key(shop, agent).encode(), self.partitions) in self.owned
+        return self._pair_partition(shop, agent) in self.owned
 
     def on_assigned(self, partitions: set[int]) -> None:
         self.owned = set(partitions)
@@ -485,8 +503,7 @@ class Runtime:
         """Move recovered aggregate records of owned partitions from the table into memory."""
         n = 0
         for key, value in list(store.items()):
-            akey = key.rpartition(SEP)[0]
-            if partition_of(akey.encode(), self.partitions) in self.owned:
+            if self._akey_partition(key.rpartition(SEP)[0]) in self.owned:
                 self.aggs.load(key, stored(value))
                 n += 1
         store.clear()  # the domain objects are the live copy; the changelog is the durable one
