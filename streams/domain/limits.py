@@ -13,7 +13,9 @@ own, but nothing they do is lost from their shop:
   agent, payments still meet their own orders).
 - Their waiting buyers are waiting on the over-limit series, so `KefuBuyerWaiting` still pages
   (not in the shop queue: that aggregate lives in another partition, maybe on another worker).
-- Shops past `max_shops` fold the same way into the shop `""` (no real shop id is empty).
+- Shops past `max_shops` fold the same way into the shop `""` (no real shop id is empty), and
+  so do over-limit aggregates past `max_agents // 10`: a worker holds at most 1.1 × max_agents
+  series sets (plus the shop queues), which is what `sample_limit` in `deploy/` is sized for.
 - The over-limit aggregate lives in the partition its facts came from, so a rebalance moves it
   with them (one per partition keeps the changelog record where its facts are).
 
@@ -82,6 +84,9 @@ class AgentLimits:
     def __init__(self, max_agents: int, max_shops: int) -> None:
         self.max_agents = max_agents
         self.max_shops = max_shops
+        # Over-limit aggregates (one per shop and partition) are capped too, so a worker never
+        # holds more than 1.1 × max_agents series sets: beyond, they fold into shop "".
+        self.max_spill = max(16, max_agents // 10)
         self.over: set[tuple[str, str]] = set()
         self.over_shops: set[str] = set()
 
@@ -93,7 +98,7 @@ class AgentLimits:
     ) -> list[Fact]:
         """The facts as the aggregates should apply them; `held` is the live aggregates."""
         out: list[Fact] = []
-        counts: tuple[set[tuple[str, str]], set[str]] | None = None
+        counts: tuple[set[tuple[str, str]], set[str], set[tuple[str, str]]] | None = None
         over = self.over
         for f in facts:
             ident = (f.shop, f.agent)
@@ -103,12 +108,13 @@ class AgentLimits:
             if counts is None:  # only when a pair is new: count what is held
                 pairs = {k for k in held if k[1] and not is_overflow(k[1])}
                 shops = {k[0] for k in held if k[0]}
-                counts = (pairs, shops)
-            pairs, shops = counts
+                spill = {k for k in held if is_overflow(k[1])}
+                counts = (pairs, shops, spill)
+            pairs, shops, spill = counts
             if ident not in over and self._admit(f.shop, f.agent, pairs, shops):
                 out.append(f)
                 continue
-            rerouted = self._reroute(f, shops, partition_of)
+            rerouted = self._reroute(f, shops, spill, partition_of)
             if rerouted is not None:
                 out.append(rerouted)
         return out
@@ -128,7 +134,8 @@ class AgentLimits:
         return True
 
     def _reroute(
-        self, f: Fact, shops: set[str], partition_of: Callable[[str, str], int]
+        self, f: Fact, shops: set[str], spill: set[tuple[str, str]],
+        partition_of: Callable[[str, str], int],
     ) -> Fact | None:
         shop_ok = f.shop in shops and f.shop not in self.over_shops
         if f.agent:
@@ -137,10 +144,14 @@ class AgentLimits:
             return None  # points for an agent without a scorecard of its own
         tag = f"{f.shop}\x00{f.agent}"
         fid = stable_hash("over", tag, str(f.fid))
+        agent = overflow_agent(partition_of(f.shop, f.agent))
         shop = f.shop if shop_ok else ""
+        if shop and (shop, agent) not in spill:
+            if len(spill) >= self.max_spill:
+                shop = ""  # over-limit series are bounded too: the rest fold into shop ""
+            spill.add((shop, agent))
         b = stable_hash("over", tag, str(f.b)) if f.b and f.kind in HASHED_B else f.b
-        return f._replace(shop=shop, agent=overflow_agent(partition_of(f.shop, f.agent)),
-                          fid=fid, b=b)
+        return f._replace(shop=shop, agent=agent, fid=fid, b=b)
 
     def _remember(self, ident: tuple[str, str]) -> None:
         if ident not in self.over and len(self.over) < MAX_REMEMBERED:

@@ -40,9 +40,9 @@ def _events() -> list[Record]:
     return out
 
 
-async def _run(settings: Settings) -> Runtime:
-    rt = Runtime(settings, default_config(), partitions=4)
-    rt.owned = {0, 1, 2, 3}
+async def _run(settings: Settings, partitions: int = 2) -> Runtime:
+    rt = Runtime(settings, default_config(), partitions=partitions)
+    rt.owned = set(range(partitions))
     sink = RecordingSink()
     await rt.on_input_batch(_events(), sink)
     facts = [Record(rt.names.facts, p or 0, i, k, v)
@@ -76,7 +76,7 @@ async def test_past_the_agent_cap_shop_totals_stay_exact_and_metrics_bounded() -
     samples = parse_metrics(prometheus.render(capped).decode())
     agents = {(dict(k)["shop"], dict(k)["agent"]) for (n, k) in samples
               if n == "kefu_rounds_total"}
-    assert len(agents) <= 20 + SHOPS * 4  # the admitted agents + one over-limit per shop/partition
+    assert len(agents) <= 20 + SHOPS * 2  # the admitted agents + one over-limit per shop/partition
     assert samples[("kefu_agents_over_limit", frozenset())] == SHOPS * AGENTS - 20
     over = [k for k in agents if k[1].startswith("over_limit/p")]
     assert over and all(
@@ -112,3 +112,13 @@ def test_caps_come_from_the_environment() -> None:
     s = Settings.from_env({"KEFU_MAX_AGENTS": "7", "KEFU_MAX_SHOPS": "3"})
     assert (s.max_agents, s.max_shops) == (7, 3)
     assert Settings().max_agents == 5000 and Settings().max_shops == 500
+
+
+async def test_over_limit_series_are_bounded_too() -> None:
+    free = await _run(Settings(clock="event"), partitions=8)
+    capped = await _run(Settings(clock="event", max_agents=20), partitions=8)
+    assert _totals(capped, by_shop=False) == _totals(free, by_shop=False)
+    spill = [k for k in capped.aggs.agents if k[1].startswith("\x00")]
+    assert len([k for k in spill if k[0]]) <= capped.limits.max_spill == 16
+    # the admitted, the capped over-limit ones, shop "" (one per partition) and the queues
+    assert len(capped.snapshots) <= 20 + capped.limits.max_spill + 8 + SHOPS
