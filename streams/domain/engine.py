@@ -19,6 +19,11 @@ from streams.domain.model import AgentSnapshot, ChatEvent, OrderEvent, RatingEve
 from streams.domain.rules import Filters, Lines, ShopRules
 
 RulesFor = Callable[[str], ShopRules]
+# Events (message ids, orders, ratings) one conversation may remember. Its state is one
+# changelog record: with 128-character ids this keeps it well under the producer's ~1 MB request
+# limit (a record it cannot write would crash the worker at every restart). A producer that puts
+# every message on one buyer gets its excess dead-lettered (`limit:conversation`) instead.
+MAX_CONVERSATION_RECORDS = 4_000
 InputEvent = ChatEvent | OrderEvent | RatingEvent
 TeamOf = Callable[[str], str]
 
@@ -93,6 +98,9 @@ class ConversationStage:
                 convs[key] = conv
                 entry = touched[key] = (conv, ctx)
             conv, ctx = entry
+            if len(conv.seen) + len(conv.orders) + len(conv.ratings) >= MAX_CONVERSATION_RECORDS:
+                failed.append((index, "limit:conversation"))
+                continue
             emitted = len(facts)
             try:
                 if isinstance(ev, ChatEvent):

@@ -101,3 +101,20 @@ def test_dead_letter_headers_always_carry_partition_and_offset() -> None:
     h = dict(dead_letter_headers("x", "t", 3, 9))
     assert h["kefu-source-partition"] == b"3" and h["kefu-source-offset"] == b"9"
     assert orjson.dumps(sorted(h)) is not None
+
+
+async def test_one_flooded_conversation_cannot_outgrow_a_changelog_record() -> None:
+    """A producer that puts every message on one buyer (ids of 128 chars) made one conversation
+    state grow past the producer's ~1 MB request limit: a crash at every restart."""
+    rt, sink = runtime(), RecordingSink()
+    n = 5_000
+    batch = [rec(orjson.dumps({"message_id": f"{i:0128d}", "shop_id": "s", "buyer_id": "b1",
+                               "sender": "buyer", "agent_id": "a1", "ts": NOW - 60_000 + i}),
+                 offset=i) for i in range(n)]
+    for i in range(0, n, 1000):
+        await rt.on_input_batch(batch[i:i + 1000], sink)
+    states = [v for t, _k, v, _p, _h in sink.sent if t == rt.names.conv_changelog]
+    assert max(len(v or b"") for v in states) < 900_000
+    letters = dead(rt, sink)
+    assert letters and {h["kefu-reason"] for _, h in letters} == {b"limit:conversation"}
+    assert rt.events_total[("kefu.chat", "accepted")] + len(letters) == n
