@@ -170,9 +170,9 @@ def test_hostile_topic_never_stops_the_worker(broker: Any, app_id: str, workdir:
 
         # Defect 3: after the 2099 event, a backlog still shows as lag.
         backlog = [
-            (e.conversation_key.encode(),
-             _chat(f"late-{i}", e.shop_id, e.buyer_id, "bot", None, e.ts))
-            for i, e in enumerate(events[:1] * 30_000)
+            (f"lag:b{i % 6_000}".encode(),
+             _chat(f"lag-{i}", "lag", f"b{i % 6_000}", "bot", None, now - 1_000))
+            for i in range(60_000)
         ]
         seen_lag = [0.0]
 
