@@ -6,8 +6,10 @@ field (`FieldError.field`) so the API answers a 400 a person can act on.
 
 - `shop`, `agent`: ids (1–128 printable characters) of a shop and agent this worker knows: in
   the configuration (shops table, roster) or seen in events.
-- `period`: `today`, `month`, `YYYY-MM` or `YYYY-MM-DD`, within the retained months (this month
-  and the previous one; the scorecard shows no older month) and not in the future.
+- `period`: `today`, `month`, `YYYY-MM` or `YYYY-MM-DD`, within this month or the previous one
+  (points for a month are usually entered just after it closes; the worker keeps daily figures
+  only back to shortly before this month, so anything older could never be scored) and not in
+  the future.
 - `points`: a JSON number from 0 to the execution item's weight for the agent's team.
 """
 
