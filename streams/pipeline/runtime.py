@@ -259,7 +259,11 @@ class Runtime:
         return partition_of(agent_key(shop, agent).encode(), self.partitions)
 
     def _akey_partition(self, akey: str) -> int:
-        return self._pair_partition(*split_agent_key(akey))
+        try:
+            shop, agent = split_agent_key(akey)
+        except ValueError:  # not a (shop, agent) key: partitioned by the key itself
+            return partition_of(akey.encode(), self.partitions)
+        return self._pair_partition(shop, agent)
 
     def _score(self, snap: AgentSnapshot, execution: dict[int, float], now: int) -> None:
         if is_overflow(snap.agent):
