@@ -81,6 +81,7 @@ GOAL_FIRST_EVENT_S = 10.0
 GOAL_RECOVERY_S = 30.0
 FLAT_TOLERANCE = 0.05  # RSS after another half day may exceed the full day's by this share
 ALL_PHASES = ("broker", "domain", "bare", "faust", "worker", "profile", "latency", "day")
+OPTIONAL_PHASES = ("soak",)  # only when asked for: `--phases soak` (30 minutes by default)
 
 
 def log(msg: str) -> None:
@@ -112,6 +113,10 @@ class Options:
     workdir: Path | None = None
     keep: bool = False
     phases: frozenset[str] = frozenset(ALL_PHASES)
+    soak_minutes: float = 30.0
+    soak_rate: float = 2000.0
+    soak_sample_s: float = 60.0
+    soak_out: Path | None = Path("docs/benchmarks.md")
 
     @staticmethod
     def from_args(args: argparse.Namespace) -> Options:
@@ -122,9 +127,10 @@ class Options:
             o.latency_rate, o.latency_seconds, o.probe_hz = 300.0, 3.0, 10.0
             o.day_events, o.open_conversations = 2_000, 1_000
             o.faust_baseline, o.profile, o.max_run_s = False, False, 90.0
+            o.soak_minutes, o.soak_rate, o.soak_sample_s, o.soak_out = 0.5, 200.0, 10.0, None
         for name in ("events", "repeat", "agents", "partitions", "seed", "latency_rate",
                      "latency_seconds", "probe_hz", "day_events", "open_conversations",
-                     "max_run_s"):
+                     "max_run_s", "soak_minutes", "soak_rate", "soak_sample_s"):
             value = getattr(args, name, None)
             if value is not None:
                 setattr(o, name, type(getattr(o, name))(value))
@@ -145,13 +151,16 @@ class Options:
         phases = getattr(args, "phases", None)
         if phases:
             chosen = frozenset(x.strip() for x in phases.split(",") if x.strip())
-            unknown = chosen - set(ALL_PHASES)
+            unknown = chosen - set(ALL_PHASES) - set(OPTIONAL_PHASES)
             if unknown:
                 raise SystemExit(f"kefu-pulse bench: unknown phases {sorted(unknown)}; "
-                                 f"choose from {','.join(ALL_PHASES)}")
+                                 f"choose from {','.join(ALL_PHASES + OPTIONAL_PHASES)}")
             o.phases = chosen
             if out is None and chosen != set(ALL_PHASES):
                 o.out = None  # a partial run never overwrites the full report by accident
+        soak_out = getattr(args, "soak_out", None)
+        if soak_out is not None:
+            o.soak_out = None if soak_out in ("", "-") else Path(soak_out)
         if o.events < 100 or o.repeat < 1 or o.agents < 2 or o.partitions < 1:
             raise SystemExit("kefu-pulse bench: need --events >= 100, --repeat >= 1, "
                              "--agents >= 2, --partitions >= 1")
@@ -210,6 +219,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phases", default=None,
                    help="comma-separated subset of " + ",".join(ALL_PHASES) +
                         " (default all; a partial run writes no doc unless --out)")
+    p.add_argument("--soak-minutes", type=float,
+                   help="soak phase: minutes of steady traffic (default 30; --phases soak)")
+    p.add_argument("--soak-rate", type=float, help="soak phase: events/s (default 2000)")
+    p.add_argument("--soak-sample-seconds", dest="soak_sample_s", type=float,
+                   help="soak phase: seconds between RSS and /metrics samples (default 60)")
+    p.add_argument("--soak-out", default=None,
+                   help="report whose soak section is replaced (default docs/benchmarks.md; "
+                        "'-' for none; none with --quick)")
     p.add_argument("--from-results", default=None, metavar="RESULTS_JSON",
                    help="measure nothing: re-render the table and report from a results.json "
                         "a previous run left in its work directory")
@@ -1096,8 +1113,9 @@ class Bench:
             # now, so their start-up overlaps the throughput phase.
             self.prestarted["latency"] = self._start_worker("lat", "wall", "worker-latency")
             self.prestarted["day"] = self._start_worker("day", "event", "worker-day")
-        self.phase_data(sim)
         ph = o.phases
+        if ph - set(OPTIONAL_PHASES):
+            self.phase_data(sim)
         if "broker" in ph:
             self.phase_broker()
         if "domain" in ph:
@@ -1114,6 +1132,10 @@ class Bench:
             self.phase_latency()
         if "day" in ph:
             self.phase_day()
+        if "soak" in ph:
+            from streams import bench_soak
+
+            self.r["soak"] = bench_soak.run_soak(self)
         self.r["elapsed_s"] = time.monotonic() - t_all
         self.r["load_end"] = os.getloadavg()
         return self.r
@@ -2252,9 +2274,20 @@ def run_bench(args: argparse.Namespace) -> int:
         except (KeyError, TypeError, ValueError) as exc:  # a partial run: the log says it all
             log(f"no table for a partial run ({exc!r}); figures in results.json")
         if opts.out is not None:
+            from streams.bench_soak import keep_section
+
             opts.out.parent.mkdir(parents=True, exist_ok=True)
-            opts.out.write_text(render_markdown(r), encoding="utf-8")
+            old = opts.out.read_text(encoding="utf-8") if opts.out.exists() else ""
+            kept = old[old.find("<!-- soak:begin -->"):] if "<!-- soak:begin -->" in old else None
+            opts.out.write_text(keep_section(render_markdown(r), kept), encoding="utf-8")
             log(f"wrote {opts.out}")
+        if "soak" in r and opts.soak_out is not None:
+            from streams.bench_soak import render_soak, write_section
+
+            cmd = (f"kefu-pulse bench --phases soak --soak-minutes {opts.soak_minutes:g} "
+                   f"--soak-rate {opts.soak_rate:g} --agents {opts.agents} --seed {opts.seed}")
+            write_section(opts.soak_out, render_soak(r["soak"], cmd))
+            log(f"wrote the soak section of {opts.soak_out}")
         (bench.workdir / "results.json").write_text(
             json.dumps(r, indent=1, default=str), encoding="utf-8")
         ok = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from streams import bench, failpoints
 from streams.config import ConfigError, Settings, load_config
@@ -102,6 +104,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from streams.broker import EmbeddedBroker
     from streams.simulate import Simulator
 
+    if args.port is None:
+        args.port = _settings().web_port
     workdir = Path(tempfile.mkdtemp(prefix="kefu-demo-"))
     sim = Simulator(seed=args.seed, agents_per_shop=args.agents_per_shop)
     config_path = Path(args.config) if args.config else workdir / "kefu.toml"
@@ -123,6 +127,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "KEFU_PARTITIONS": str(args.partitions),
         "KEFU_CONFIG": str(config_path),
     }
+    # The demo's port is reachable from the network: reads and writes need tokens (made up
+    # here unless set), and the URLs printed below carry them.
+    for name in ("KEFU_API_TOKEN", "KEFU_READ_TOKEN"):
+        env[name] = os.environ.get(name, "").strip() or secrets.token_urlsafe(16)
+    read, api_token = quote(env["KEFU_READ_TOKEN"]), env["KEFU_API_TOKEN"]
     procs: list[subprocess.Popen[bytes]] = []
 
     def _stop(_signum: int, _frame: object) -> None:
@@ -154,10 +163,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         print(
             "\n  kefu-pulse is running.\n"
-            f"    wall-board {base}/wallboard   (?lang=en, ?shop=tmall-flagship&team=pre-sales)\n"
+            f"    wall-board {base}/wallboard?token={read}   (&lang=en, "
+            "&shop=tmall-flagship&team=pre-sales)\n"
             f"    metrics    {base}/metrics\n"
-            f"    agents     {base}/api/v1/agents\n"
+            f"    agents     {base}/api/v1/agents?token={read}\n"
             f"    health     {base}/healthz   {base}/readyz\n"
+            f"    write      curl -H 'Authorization: Bearer {api_token}' -H 'Content-Type: "
+            f"application/json' -d '{{\"shop\":\"…\",\"agent\":\"…\",\"period\":\"today\","
+            f"\"points\":5}}' {base}/api/v1/execution\n"
             f"    logs       {workdir}\n"
             "  Press Ctrl-C to stop.\n",
             flush=True,
@@ -188,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="embedded broker + worker + simulator; prints the URLs")
-    d.add_argument("--port", type=int, default=int(os.environ.get("KEFU_WEB_PORT", "6066")))
+    # Default read in cmd_demo through Settings, so a bad KEFU_WEB_PORT is one clear line.
+    d.add_argument("--port", type=int, default=None, help="worker HTTP port (KEFU_WEB_PORT)")
     d.add_argument("--rate", type=float, default=20.0, help="simulated events per second")
     d.add_argument("--agents-per-shop", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)

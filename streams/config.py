@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 UNASSIGNED_TEAM = "unassigned"
+RESERVED_TEAM = "over_limit"  # streams.domain.limits.OVER_LIMIT_TEAM: series past the cap
 MAX_REORDER_WINDOW_MS = 60_000
 
 
@@ -71,6 +72,7 @@ DURATION_KEYS: dict[str, str] = {
     "unanswered_after": "unanswered_after_ms",
     "attribution_window": "attribution_window_ms",
     "reorder_window": "reorder_window_ms",
+    "max_future_skew": "max_future_skew_ms",
 }
 RULE_KEYS: tuple[str, ...] = (
     "profile",
@@ -445,6 +447,10 @@ def _agents(value: Any) -> dict[str, AgentInfo]:
             raise ConfigError(f"{prefix}.id: duplicate agent id {agent_id!r}")
         name = _str(table.get("name", ""), f"{prefix}.name", allow_empty=True)
         team = _str(table.get("team", UNASSIGNED_TEAM), f"{prefix}.team")
+        if team == RESERVED_TEAM:
+            raise ConfigError(
+                f"{prefix}.team: {team!r} is reserved for agents past KEFU_MAX_AGENTS"
+            )
         target: float | None = None
         if "sales_target" in table:
             raw_target = table["sales_target"]
@@ -533,6 +539,9 @@ class Settings:
     # on a broker that answers when the wait runs out).
     fetch_wait_s: float = 0.1
     max_event_bytes: int = 65536
+    # Cardinality bound per worker (see streams.domain.limits and the README on sizing).
+    max_agents: int = 5000
+    max_shops: int = 500
     security_protocol: str = "PLAINTEXT"
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
@@ -593,6 +602,8 @@ class Settings:
             snapshot_budget_s=e.number("KEFU_SNAPSHOT_BUDGET", cls.snapshot_budget_s),
             fetch_wait_s=e.number("KEFU_FETCH_WAIT", cls.fetch_wait_s),
             max_event_bytes=e.integer("KEFU_MAX_EVENT_BYTES", cls.max_event_bytes, 256, 1 << 30),
+            max_agents=e.integer("KEFU_MAX_AGENTS", cls.max_agents, 1, 1_000_000),
+            max_shops=e.integer("KEFU_MAX_SHOPS", cls.max_shops, 1, 1_000_000),
             security_protocol=protocol,
             ssl_cafile=e.file("KEFU_SSL_CAFILE"),
             ssl_certfile=e.file("KEFU_SSL_CERTFILE"),

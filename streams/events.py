@@ -44,11 +44,13 @@ __all__ = [
     "MAX_TS_MS",
     "MIN_TS_MS",
     "Rejected",
+    "dead_letter",
     "dead_letter_headers",
     "decode_chat",
     "decode_order",
     "decode_rating",
     "parse_ts",
+    "valid_id",
 ]
 
 MAX_EVENT_BYTES = 65_536
@@ -62,6 +64,10 @@ HEADER_REASON = "kefu-reason"
 HEADER_TOPIC = "kefu-source-topic"
 HEADER_PARTITION = "kefu-source-partition"
 HEADER_OFFSET = "kefu-source-offset"
+HEADER_LENGTH = "kefu-original-length"  # set when the dead letter holds only the value's head
+HEADER_KEY_LENGTH = "kefu-original-key-length"
+MAX_DEAD_LETTER_BYTES = 65_536
+MAX_DEAD_LETTER_KEY_BYTES = 1_024
 
 
 class Rejected(Exception):
@@ -162,12 +168,19 @@ def _load(raw: bytes | bytearray | memoryview | None, max_bytes: int) -> dict[st
     return obj
 
 
+# Ids may hold any printable Unicode; control characters (C0 and DEL) are rejected: they break
+# logs, label values and any key that a separator character would otherwise make ambiguous.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _req_id(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
     if type(value) is not str:
         raise Rejected(f"missing:{name}" if value is None else f"type:{name}")
     if not 1 <= len(value) <= MAX_ID_CHARS:
         raise Rejected(f"length:{name}")
+    if _CONTROL.search(value) is not None:
+        raise Rejected(f"control:{name}")
     return value
 
 
@@ -179,7 +192,16 @@ def _opt_id(obj: dict[str, Any], name: str) -> str | None:
         raise Rejected(f"type:{name}")
     if not 1 <= len(value) <= MAX_ID_CHARS:
         raise Rejected(f"length:{name}")
+    if _CONTROL.search(value) is not None:
+        raise Rejected(f"control:{name}")
     return value
+
+
+def valid_id(value: object) -> bool:
+    """Whether `value` is an acceptable id (1–128 chars, no control characters)."""
+    return (
+        type(value) is str and 1 <= len(value) <= MAX_ID_CHARS and _CONTROL.search(value) is None
+    )
 
 
 def _req_enum(obj: dict[str, Any], name: str, allowed: frozenset[str]) -> str:
@@ -306,6 +328,26 @@ def decode_rating(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> RatingEvent:
     if not 1 <= score <= 5:
         raise Rejected("range:score")
     return RatingEvent(shop_id, buyer_id, agent_id, score, _ts(obj))
+
+
+def dead_letter(
+    raw: bytes, key: bytes | None, reason: str, topic: str, partition: int, offset: int
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of the dead letter for one input record.
+
+    A value larger than `MAX_DEAD_LETTER_BYTES` is cut to its first 64 KiB, with its full
+    length in `kefu-original-length`: the producer refuses requests over ~1 MB, and a worker
+    that cannot write a dead letter would crash on the same record at every restart. The
+    source topic, partition and offset say where the whole record still is.
+    """
+    headers = dead_letter_headers(reason, topic, partition, offset)
+    if len(raw) > MAX_DEAD_LETTER_BYTES:
+        headers.append((HEADER_LENGTH, str(len(raw)).encode("ascii")))
+        raw = bytes(raw[:MAX_DEAD_LETTER_BYTES])
+    if key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES:
+        headers.append((HEADER_KEY_LENGTH, str(len(key)).encode("ascii")))
+        key = bytes(key[:MAX_DEAD_LETTER_KEY_BYTES])
+    return key, raw, headers
 
 
 def dead_letter_headers(

@@ -20,6 +20,7 @@ from streams.config import (
     Settings,
     default_config,
     load_config,
+    parse_config,
     parse_duration,
     parse_service_hours,
 )
@@ -534,3 +535,11 @@ def test_settings_empty_values_are_unset() -> None:
 def test_settings_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=f"^{variable}: "):
         Settings.from_env(env)
+
+
+def test_max_future_skew_defaults_to_five_minutes_and_is_configurable() -> None:
+    assert default_config().rules("any").max_future_skew_ms == 300_000
+    cfg = parse_config({"defaults": {"max_future_skew": "1m"},
+                        "shops": {"s": {"max_future_skew": "30s"}}})
+    assert cfg.rules("other").max_future_skew_ms == 60_000
+    assert cfg.rules("s").max_future_skew_ms == 30_000

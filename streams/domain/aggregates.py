@@ -20,8 +20,8 @@ from streams.domain.facts import (
     PENDING,
     ROUND_KINDS,
     Fact,
-    agent_key,
 )
+from streams.domain.keys import RECORD_SEP, agent_key, split_agent_key
 from streams.domain.model import LEVELS, QUANTILES, SUMMABLE, AgentSnapshot, WindowKpis
 from streams.domain.rules import DAY_MS, MINUTE_MS, Lines, ShopRules
 from streams.domain.windows import (
@@ -37,7 +37,7 @@ RulesFor = Callable[[str], ShopRules]
 LinesFor = Callable[[str, str], Lines]  # (shop, agent) -> lines
 TeamOf = Callable[[str], str]
 
-SEP = "\x1e"
+SEP = RECORD_SEP  # agent key + SEP + record name (a minute, "d<day>", "p", "t", "e")
 
 
 @dataclass(slots=True)
@@ -223,7 +223,7 @@ class Aggregates:
 
     def record(self, key: str) -> Any:
         akey, _, part = key.rpartition(SEP)
-        shop, _, agent = akey.partition("\x1f")
+        shop, agent = split_agent_key(akey)
         st = self.agents.get((shop, agent))
         if st is None:
             return None
@@ -242,7 +242,7 @@ class Aggregates:
     def load(self, key: str, value: Any) -> None:
         """Restore one record read back from the changelog."""
         akey, _, part = key.rpartition(SEP)
-        shop, _, agent = akey.partition("\x1f")
+        shop, agent = split_agent_key(akey)
         if value is None:
             st0 = self.agents.get((shop, agent))
             if st0 is not None:

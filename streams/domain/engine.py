@@ -7,7 +7,7 @@ what the unit and property tests drive, and what `bench` uses to measure the dom
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -19,6 +19,11 @@ from streams.domain.model import AgentSnapshot, ChatEvent, OrderEvent, RatingEve
 from streams.domain.rules import Filters, Lines, ShopRules
 
 RulesFor = Callable[[str], ShopRules]
+# Events (message ids, orders, ratings) one conversation may remember. Its state is one
+# changelog record: with 128-character ids this keeps it well under the producer's ~1 MB request
+# limit (a record it cannot write would crash the worker at every restart). A producer that puts
+# every message on one buyer gets its excess dead-lettered (`limit:conversation`) instead.
+MAX_CONVERSATION_RECORDS = 4_000
 InputEvent = ChatEvent | OrderEvent | RatingEvent
 TeamOf = Callable[[str], str]
 
@@ -33,6 +38,10 @@ class ConversationStage:
         self.outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0, LATE: 0}  # chat
         self.order_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
         self.rating_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
+        # (index in the batch, reason) of events whose processing raised; the caller
+        # dead-letters them and clears the list. Their facts are dropped; the conversation
+        # keeps whatever the event changed before it raised (the next events still apply).
+        self.failed: list[tuple[int, str]] = []
 
     def outcome_counters(self) -> list[tuple[str, dict[str, int]]]:
         """(input kind, outcome counts) for every input topic."""
@@ -62,7 +71,7 @@ class ConversationStage:
 
     def process_batch(
         self,
-        events: Iterable[InputEvent],
+        events: Sequence[InputEvent],
         load: Callable[[str, Ctx], Conversation | None] | None = None,
     ) -> tuple[list[Fact], set[str]]:
         """Apply chat, order and rating events in arrival order.
@@ -75,8 +84,9 @@ class ConversationStage:
         outcomes = self.outcomes
         order_outcomes = self.order_outcomes
         rating_outcomes = self.rating_outcomes
-        for ev in events:
-            key = ev.conversation_key
+        failed = self.failed
+        for index, ev in enumerate(events):
+            key = ev.state_key
             entry = touched.get(key)
             if entry is None:
                 ctx = self.ctx(ev.shop_id, ev.buyer_id)
@@ -88,12 +98,20 @@ class ConversationStage:
                 convs[key] = conv
                 entry = touched[key] = (conv, ctx)
             conv, ctx = entry
-            if isinstance(ev, ChatEvent):
-                outcomes[conv.process(ev, ctx, facts)] += 1
-            elif isinstance(ev, OrderEvent):
-                order_outcomes[conv.process_order(ev, ctx, facts)] += 1
-            else:
-                rating_outcomes[conv.process_rating(ev, ctx, facts)] += 1
+            if len(conv.seen) + len(conv.orders) + len(conv.ratings) >= MAX_CONVERSATION_RECORDS:
+                failed.append((index, "limit:conversation"))
+                continue
+            emitted = len(facts)
+            try:
+                if isinstance(ev, ChatEvent):
+                    outcomes[conv.process(ev, ctx, facts)] += 1
+                elif isinstance(ev, OrderEvent):
+                    order_outcomes[conv.process_order(ev, ctx, facts)] += 1
+                else:
+                    rating_outcomes[conv.process_rating(ev, ctx, facts)] += 1
+            except Exception as exc:  # an input the state machine cannot take: that event only
+                del facts[emitted:]
+                failed.append((index, f"error:{type(exc).__name__}"))
         for conv, ctx in touched.values():
             conv.pending_changes(ctx, facts)
         return facts, set(touched)

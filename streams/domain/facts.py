@@ -11,6 +11,10 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
+from streams.domain.keys import AGENT_ESC, AGENT_SEP, agent_key, join, split_agent_key
+
+__all__ = ["Fact", "agent_key", "split_agent_key", "stable_hash"]
+
 # Fact kinds
 ROUND = "r"  # an answered round: ts = reply ts, a = response ms, b = buyer hash
 FIRST = "f"  # an answered first round of a session (also a round)
@@ -59,16 +63,11 @@ class Fact(NamedTuple):
 
 
 def stable_hash(*parts: str) -> int:
-    """A 63-bit id that is the same in every process (Python's `hash` is salted per process)."""
-    h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    """A 63-bit id that is the same in every process (Python's `hash` is salted per process).
+
+    The parts are joined unambiguously (`keys.join`), so ("a", "b:c") and ("a:b", "c") differ.
+    """
+    h = hashlib.blake2b(join(parts, AGENT_SEP, AGENT_ESC).encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") >> 1
 
 
-def agent_key(shop: str, agent: str) -> str:
-    """Kafka key of the per-agent aggregate: facts and aggregate state share its partition."""
-    return f"{shop}\x1f{agent}"
-
-
-def split_agent_key(key: str) -> tuple[str, str]:
-    shop, _, agent = key.partition("\x1f")
-    return shop, agent

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from streams.domain.keys import conversation_key as state_key
+
 Sender = Literal["buyer", "agent", "bot", "system"]
 ChatKind = Literal["message", "transfer", "close"]
 OrderStatus = Literal["created", "paid", "refunded", "cancelled"]
@@ -38,8 +40,20 @@ class ChatEvent:
 
     @property
     def conversation_key(self) -> str:
-        """The Kafka key producers use, and the key of per-conversation state."""
+        """The Kafka key producers use, `"{shop}:{buyer}"`: it picks the partition only.
+
+        Ids may hold `:`, so two conversations can share it; state is keyed by `state_key`.
+        """
         return f"{self.shop_id}:{self.buyer_id}"
+
+    @property
+    def routing_key(self) -> bytes:
+        return self.conversation_key.encode()
+
+    @property
+    def state_key(self) -> str:
+        """The key of per-conversation state: unambiguous (see `keys`)."""
+        return state_key(self.shop_id, self.buyer_id)
 
 
 @dataclass(slots=True)
@@ -185,6 +199,14 @@ class OrderEvent:
         """Same key as the buyer's chat, so orders meet their conversation on one partition."""
         return f"{self.shop_id}:{self.buyer_id}"
 
+    @property
+    def routing_key(self) -> bytes:
+        return self.conversation_key.encode()
+
+    @property
+    def state_key(self) -> str:
+        return state_key(self.shop_id, self.buyer_id)
+
 
 @dataclass(frozen=True, slots=True)
 class RatingEvent:
@@ -199,3 +221,11 @@ class RatingEvent:
     @property
     def conversation_key(self) -> str:
         return f"{self.shop_id}:{self.buyer_id}"
+
+    @property
+    def routing_key(self) -> bytes:
+        return self.conversation_key.encode()
+
+    @property
+    def state_key(self) -> str:
+        return state_key(self.shop_id, self.buyer_id)

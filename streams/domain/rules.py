@@ -45,6 +45,9 @@ class ShopRules:
     unanswered_after_ms: int = 10 * MINUTE_MS
     attribution_window_ms: int = 24 * 60 * MINUTE_MS
     reorder_window_ms: int = 2_000
+    # Events dated further ahead of the wall clock are rejected: one bad clock must not move
+    # *now* (event clock) or the watermark, which would hide lag.
+    max_future_skew_ms: int = 5 * MINUTE_MS
     # (start_minute, end_minute) of the local day; end may be < start for ranges over midnight.
     service_hours: tuple[tuple[int, int], ...] = ()
 

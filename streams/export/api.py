@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from streams.domain.limits import label
 from streams.domain.model import LEVELS, MONEY_SCALE, WINDOWS, AgentSnapshot, WindowKpis
 from streams.export.prometheus import State
 
@@ -54,8 +55,8 @@ def agent_dict(s: AgentSnapshot, state: State, now_ms: int) -> dict[str, Any]:
     return {
         "shop": s.shop,
         "team": s.team,
-        "agent": s.agent,
-        "name": info.name if info and info.name else s.agent,
+        "agent": label(s.agent),
+        "name": info.name if info and info.name else label(s.agent),
         "waiting_buyers": s.waiting,
         "oldest_wait_seconds": s.oldest_wait_seconds(now_ms),
         "oldest_wait_since": (s.oldest_wait_since_ms / 1000) if s.oldest_wait_since_ms else None,

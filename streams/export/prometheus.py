@@ -15,6 +15,7 @@ from typing import Protocol
 from prometheus_client import REGISTRY, generate_latest
 
 from streams.config import Config
+from streams.domain.limits import is_overflow, label
 from streams.domain.model import LEVELS, MONEY_SCALE, QUANTILES, WINDOWS, AgentSnapshot, WindowKpis
 from streams.pipeline.clock import Clock
 from streams.pipeline.runtime import Health
@@ -118,7 +119,13 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_snapshot_refresh_seconds_total": ("counter", "Time spent recomputing agent snapshots."),
     "kefu_broker_last_ack_timestamp_seconds": ("gauge", "When the broker last acked a heartbeat."),
     "kefu_exported_agents": ("gauge", "(shop, agent) series sets this worker exports."),
-    "kefu_worker_ready": ("gauge", "1 once state is recovered and the worker is consuming."),
+    "kefu_agents_over_limit": (
+        "gauge", "(shop, agent) pairs past KEFU_MAX_AGENTS (their numbers: team=\"over_limit\")."
+    ),
+    "kefu_shops_over_limit": ("gauge", "Shops past KEFU_MAX_SHOPS (folded into shop=\"\")."),
+    "kefu_worker_ready": (
+        "gauge", "1 once state is recovered, while the broker answers (as /readyz)."
+    ),
 }
 
 
@@ -156,11 +163,11 @@ def render(state: State) -> bytes:
         fresh[key] = hit
         frags.append(hit[1])
         # The one family that moves with the clock, not with the snapshot.
-        base = f'shop="{_esc(s.shop)}",team="{_esc(s.team)}",agent="{_esc(s.agent)}"'
+        base = f'shop="{_esc(s.shop)}",team="{_esc(s.team)}",agent="{_esc(label(s.agent))}"'
         out["kefu_oldest_wait_seconds"].append(f"{{{base}}} {_num(s.oldest_wait_seconds(now_ms))}")
     cache.clear()
     cache.update(fresh)
-    agents = sum(1 for s in snaps if s.agent)
+    agents = sum(1 for s in snaps if s.agent and not is_overflow(s.agent))
     _targets(out, state, snaps)
     for shop, per_window in sorted(state.ad_buyers.items()):
         for window, n in per_window.items():
@@ -183,7 +190,7 @@ def render(state: State) -> bytes:
 
 
 def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
-    base = f'shop="{_esc(s.shop)}",team="{_esc(s.team)}",agent="{_esc(s.agent)}"'
+    base = f'shop="{_esc(s.shop)}",team="{_esc(s.team)}",agent="{_esc(label(s.agent))}"'
     out["kefu_waiting_buyers"].append(f"{{{base}}} {s.waiting}")
     if not s.agent:
         _silent(out, s)
@@ -329,4 +336,8 @@ def _pipeline(out: dict[str, list[str]], state: State, agents: int) -> None:
     out["kefu_snapshot_queue_agents"].append(f" {state.snapshot_queue}")
     out["kefu_snapshot_refreshes_total"].append(f" {state.snapshots_refreshed}")
     out["kefu_snapshot_refresh_seconds_total"].append(f" {_num(state.snapshot_seconds)}")
-    out["kefu_worker_ready"].append(f" {1 if state.health.ready else 0}")
+    limits = getattr(state, "limits", None)
+    if limits is not None:
+        out["kefu_agents_over_limit"].append(f" {len(limits.over)}")
+        out["kefu_shops_over_limit"].append(f" {len(limits.over_shops)}")
+    out["kefu_worker_ready"].append(f" {1 if state.health.is_ready() else 0}")

@@ -9,9 +9,10 @@ The board state is built only from the runtime's snapshots: it picks fields, add
 counts for the header (waiting buyers, rounds, within-line rounds, received/replied buyers) and
 sorts agents worst-first. No buyer ids or message text exist in a snapshot, so none can leak.
 
-If `KEFU_WALLBOARD_TOKEN` is set, the page and the feed need `?token=` (which also sets a cookie,
-so a TV can drop the token from its URL after the first load) or that cookie; otherwise 401.
-The static assets carry no data and stay open.
+If `KEFU_READ_TOKEN` or `KEFU_WALLBOARD_TOKEN` is set, the page and the feed need one of them
+(or the API token) as `?token=` (which also sets a cookie, so a TV can drop the token from its
+URL after the first load), that cookie or a Bearer header; otherwise 401 (see `auth`). The
+static assets carry no data and stay open.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +30,10 @@ import faust
 import orjson
 from aiohttp import web as aioweb
 
+from streams.domain import keys, limits
 from streams.domain.model import AgentSnapshot, WindowKpis
 from streams.domain.rules import Lines
+from streams.export import auth
 from streams.export.prometheus import State
 
 __all__ = [
@@ -84,10 +86,13 @@ class BoardFilter:
 
     @staticmethod
     def from_query(query: Query) -> BoardFilter:
+        """Repeatable and comma-separated; `\\,` is a comma inside an id, `\\\\` a backslash
+        (ids may hold any printable character, commas included)."""
+
         def values(key: str) -> frozenset[str]:
             out: set[str] = set()
             for raw in query.getall(key, []):
-                out.update(v.strip() for v in raw.split(",") if v.strip())
+                out.update(v.strip() for v in keys.split(raw, ",", "\\") if v.strip())
             return frozenset(sorted(out)[:MAX_FILTER_VALUES])
 
         return BoardFilter(values("shop"), values("team"))
@@ -115,12 +120,17 @@ def token_ok(expected: str | None, given: str | None, cookie: str | None) -> boo
     )
 
 
-def _expected_token() -> str | None:
-    return os.environ.get(TOKEN_ENV) or None
+def _board_tokens() -> list[str]:
+    """Tokens that open the board: KEFU_READ_TOKEN (or the API token) and the board's own."""
+    return auth.Tokens.from_env().board_readers()
 
 
 def _denied(request: Any) -> aioweb.Response | None:
-    if token_ok(_expected_token(), request.query.get("token"), request.cookies.get(COOKIE)):
+    readers = _board_tokens()
+    if not readers:
+        return None
+    given = (request.query.get("token"), request.cookies.get(COOKIE), auth.bearer(request.headers))
+    if any(auth.matches(g, readers) for g in given):
         return None
     return aioweb.Response(
         status=401,
@@ -157,10 +167,10 @@ def _agent_tile(
     oldest = snap.oldest_wait_seconds(now_ms) if snap.waiting else 0.0
     status = _status(p90, oldest, lines)
     tile = {
-        "id": f"{snap.shop}/{snap.agent}",
+        "id": keys.tile_id(snap.shop, snap.agent),
         "shop": snap.shop,
         "team": snap.team,
-        "agent": snap.agent,
+        "agent": limits.label(snap.agent),
         "name": name,
         "status": status,
         "waiting": snap.waiting,
@@ -217,7 +227,7 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
             continue
         teams.add(snap.team)
         info = config.agent(snap.agent)
-        name = info.name if info is not None and info.name else snap.agent
+        name = info.name if info is not None and info.name else limits.label(snap.agent)
         tile, key = _agent_tile(snap, lines, name, now_ms)
         tiles.append((key, tile))
         if tile["p90_5m"] is not None and (worst_p90 is None or tile["p90_5m"] > worst_p90[0]):
@@ -243,11 +253,12 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
     snapshot_at = state.snapshot_at_ms / 1000
     now = now_ms / 1000
     watermark = state.clock.watermark_ms / 1000
-    backlog = sum(state.health.backlog.values())
-    lag = max(0.0, time.time() - watermark) if backlog and watermark else 0.0
+    lag = state.health.lag_seconds(watermark)  # behind the input, or cut off from the broker
     stale: str | None = None
     if not state.health.ready:
         stale = "not_ready"
+    elif not state.health.broker_reachable():
+        stale = "broker_unreachable"
     elif snapshot_at <= 0 or now - snapshot_at > STALE_AFTER_S:
         stale = "snapshot_old"
     elif lag > STALE_AFTER_S:
@@ -290,7 +301,7 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
         "snapshot_at": snapshot_at,
         "watermark": watermark,
         "lag_seconds": _r(lag),
-        "ready": state.health.ready,
+        "ready": state.health.is_ready(),
         "stale": stale,
         "stale_after": STALE_AFTER_S,
         "filter": flt.as_json(),
@@ -393,8 +404,8 @@ def register(app: faust.App, rt: State, static_dir: Path = STATIC_DIR) -> None:
             charset="utf-8",
             headers={"Cache-Control": "no-store", **SECURITY_HEADERS},
         )
-        token, expected = request.query.get("token"), _expected_token()
-        if expected and token and token_ok(expected, token, None):
+        token, readers = request.query.get("token"), _board_tokens()
+        if readers and auth.matches(token, readers):
             # Remembered, so the TV's URL need not keep the token after the first load.
             resp.set_cookie(
                 COOKIE, token, path="/wallboard", httponly=True, samesite="Strict",

@@ -1,50 +1,142 @@
-"""The worker's HTTP surface (SPEC §6): /metrics, /api/v1/agents, /healthz, /readyz.
+"""The worker's HTTP surface (SPEC §6): /metrics, /api/v1/agents, /api/v1/execution, /healthz,
+/readyz, and the wall-board.
 
-Pages only read the runtime's snapshots; registered on Faust's own web server (aiohttp).
+Pages only read the runtime's snapshots. Plain aiohttp handlers on Faust's own web server
+(`mount` takes any aiohttp router, so the tests serve exactly these handlers). Who may read and
+write is decided in `auth`; Faust's own debug views (`/table`, `/router`, `/graph`, …) are
+switched off in `pipeline.app`: they answered whether a buyer exists and listed internal topics.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+import orjson
+from aiohttp import web as aioweb
 
-from streams.export import api, prometheus, wallboard
+from streams.export import api, auth, prometheus, wallboard
+from streams.export.execution import FieldError, parse_execution
 from streams.pipeline.runtime import Runtime, Sink
+
+MAX_BODY_BYTES = 16 * 1024
+Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> aioweb.Response:
+    return aioweb.Response(body=orjson.dumps(body), status=status, content_type="application/json",
+                           headers={**_NO_STORE, **(headers or {})})
+
+
+def _unauthorized(what: str) -> aioweb.Response:
+    return _json({"error": f"{what} needs a valid token (Authorization: Bearer …)"}, 401,
+                 {"WWW-Authenticate": 'Bearer realm="kefu-pulse"'})
+
+
+def _cross_site(request: aioweb.Request) -> bool:
+    """A browser request from another site (CSRF): its Origin is not this host."""
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    return origin.partition("://")[2].rstrip("/") != request.host
+
+
+class Routes:
+    """The handlers, bound to one runtime, sink and set of tokens."""
+
+    def __init__(self, rt: Runtime, sink: Sink, tokens: auth.Tokens) -> None:
+        self.rt = rt
+        self.sink = sink
+        self.tokens = tokens
+
+    def read_denied(self, request: aioweb.Request) -> aioweb.Response | None:
+        readers = self.tokens.readers()
+        if not readers:
+            return None
+        given = auth.bearer(request.headers) or request.query.get("token")
+        return None if auth.matches(given, readers) else _unauthorized("this page")
+
+    async def metrics(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        want = self.tokens.metrics
+        if want and not auth.matches(auth.bearer(request.headers), [want]):
+            return _unauthorized("/metrics")
+        return aioweb.Response(body=prometheus.render(self.rt),
+                               headers={"Content-Type": prometheus.CONTENT_TYPE})
+
+    async def agents(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        denied = self.read_denied(request)
+        if denied is not None:
+            return denied
+        return aioweb.Response(body=api.agents_json(self.rt), content_type="application/json",
+                               headers=_NO_STORE)
+
+    async def execution(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        """POST {"shop", "agent", "period": "today"|"month"|"YYYY-MM(-DD)", "points"}."""
+        if not self.tokens.api:
+            return _json({"error": f"writes are disabled: set {auth.API_TOKEN_ENV} to allow "
+                                   "them (send it as Authorization: Bearer …)"}, 403)
+        if _cross_site(request):
+            return _json({"error": "cross-origin writes are refused"}, 403)
+        if request.content_type != "application/json":
+            return _json({"error": "Content-Type must be application/json"}, 415)
+        if not auth.matches(auth.bearer(request.headers), [self.tokens.api]):
+            return _unauthorized("writing")
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return _json({"error": "body too large"}, 413)
+        raw = await request.content.read(MAX_BODY_BYTES + 1)
+        if len(raw) > MAX_BODY_BYTES:
+            return _json({"error": "body too large"}, 413)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _json({"error": "body: not valid JSON", "field": "body"}, 400)
+        rt = self.rt
+        try:
+            ex = parse_execution(body, rt.config, self._known, rt.clock.now_ms())
+            result = await rt.submit_execution(ex.shop, ex.agent, ex.period, ex.points, self.sink)
+        except FieldError as exc:
+            return _json({"error": str(exc), "field": exc.field}, 400)
+        except ValueError as exc:  # the runtime's own checks (kept as a second line)
+            return _json({"error": str(exc) or "bad request", "field": "body"}, 400)
+        return _json(result)
+
+    def _known(self, shop: str, agent: str) -> tuple[bool, bool]:
+        config, seen = self.rt.config, self.rt.aggs.agents
+        shop_known = shop in config.shops or any(s == shop for s, _ in seen)
+        return shop_known, agent in config.agents or (shop, agent) in seen
+
+    async def healthz(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        health = self.rt.health
+        ok = health.is_ready()
+        body = {"ready": ok, "recovered": health.ready, "partitions": sorted(self.rt.owned),
+                "broker": "ok" if health.broker_reachable() else "unreachable"}
+        return _json(body, 200 if ok else 503)
+
+    def table(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("GET", "/metrics", self.metrics),
+            ("GET", "/api/v1/agents", self.agents),
+            ("POST", "/api/v1/execution", self.execution),
+            ("GET", "/healthz", self.healthz),
+            ("GET", "/readyz", self.readyz),
+        ]
+
+
+def mount(router: aioweb.UrlDispatcher, rt: Runtime, sink: Sink, tokens: auth.Tokens) -> None:
+    """Add the handlers to an aiohttp router."""
+    for method, path, handler in Routes(rt, sink, tokens).table():
+        router.add_route(method, path, handler)
 
 
 def register(app: faust.App, rt: Runtime, sink: Sink) -> None:
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(prometheus.render(rt), content_type=prometheus.CONTENT_TYPE)
-
-    @app.page("/api/v1/agents")
-    async def agents_page(web: Any, request: Any) -> Any:
-        return web.bytes(api.agents_json(rt), content_type="application/json")
-
-    @app.page("/api/v1/execution")
-    class ExecutionView(faust.web.View):
-        """POST {"shop", "agent", "period": "today"|"month"|"YYYY-MM(-DD)", "points"}."""
-
-        async def post(self, request: Any) -> Any:
-            try:
-                body = await request.json()
-                result = await rt.submit_execution(
-                    str(body["shop"]), str(body["agent"]), str(body.get("period", "month")),
-                    float(body["points"]), sink,
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                return self.json({"error": str(exc) or "bad request"}, status=400)
-            return self.json(result)
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        ok = rt.health.ready
-        return web.json({"ready": ok, "partitions": sorted(rt.owned)}, status=200 if ok else 503)
-
-    del metrics_page, agents_page, healthz, readyz, ExecutionView
+    """Mount the handlers and the wall-board on the worker's (Faust's aiohttp) web server."""
+    web_app: aioweb.Application = app.web.web_app  # type: ignore[attr-defined]
+    mount(web_app.router, rt, sink, auth.Tokens.from_env())
     wallboard.register(app, rt)

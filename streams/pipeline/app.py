@@ -114,6 +114,13 @@ def build_app(
         store="memory://",
         datadir=str(settings.data_dir),
         web_enabled=True,
+        # Faust's own views answered whether a buyer exists (/table) and listed internal
+        # topics (/router): only the worker's pages are served.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         web_host=settings.web_host,
         web_port=settings.web_port,
         topic_partitions=partitions,

@@ -8,6 +8,14 @@ Crash safety (at-least-once in, exactly-once effect): per chat batch the facts a
 *before* the conversation state that remembers having produced them, and the batch is acked
 only after both. A crash can therefore repeat facts (the aggregates ignore repeats by id) but
 never lose them; repeated chat events are dropped by message id.
+
+Which errors do what: anything wrong with *one input record* — it breaks the rules, is dated
+past `max_future_skew`, or makes a decoder or the conversation state machine raise — sends that
+record to the dead letter with its reason (a value of any size fits: see `events.dead_letter`)
+and the batch goes on. Errors of the worker's *own* state or of the broker (a changelog or facts
+write that fails, the aggregates raising on facts the worker wrote itself) still escape the
+handler and crash the worker, which recovers on restart (see `fastpath`): skipping those would
+lose or double-count data silently.
 """
 
 from __future__ import annotations
@@ -29,11 +37,13 @@ from streams.domain import scorecard
 from streams.domain.aggregates import SEP, Aggregates
 from streams.domain.conversation import Conversation
 from streams.domain.engine import ConversationStage, InputEvent
-from streams.domain.facts import EXECUTION, PUT, Fact, agent_key, split_agent_key, stable_hash
+from streams.domain.facts import EXECUTION, PUT, Fact, stable_hash
+from streams.domain.keys import agent_key, routing_key_of, split_agent_key
+from streams.domain.limits import OVER_LIMIT_TEAM, AgentLimits, is_overflow, overflow_partition
 from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
 from streams.domain.windows import month_start_ms, period_start_ms
-from streams.events import Rejected, dead_letter_headers, decode_chat, decode_order, decode_rating
+from streams.events import Rejected, dead_letter, decode_chat, decode_order, decode_rating
 from streams.pipeline.clock import Clock
 from streams.pipeline.partitioning import partition_of
 
@@ -62,6 +72,9 @@ NON_STR_KEYS = orjson.OPT_NON_STR_KEYS  # bucket records are keyed by int fact i
 HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see app.py)
 HEARTBEAT_GRACE_S = 10.0
+# Not ready once the broker has acked no heartbeat for this long (a broker away for 20 s must
+# show): a few missed heartbeats are a busy broker, not an outage.
+BROKER_READY_GRACE_S = 15.0
 Decoder = Callable[[bytes, int], InputEvent]
 DECODERS: dict[str, Decoder] = {
     "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
@@ -136,6 +149,14 @@ class Health:
     facts_backlog: dict[int, int] = field(default_factory=dict)  # facts partition -> unread
     broker_ok_at: float = field(default_factory=time.time)  # last heartbeat the broker acked
 
+    def broker_reachable(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return now - self.broker_ok_at <= BROKER_READY_GRACE_S
+
+    def is_ready(self, now: float | None = None) -> bool:
+        """Recovered, and the broker acked a heartbeat within the grace: what /readyz says."""
+        return self.ready and self.broker_reachable(now)
+
     def lag_seconds(self, watermark_s: float, now: float | None = None) -> float:
         """How stale the numbers are: behind the input, or cut off from the broker.
 
@@ -199,7 +220,8 @@ class Runtime:
         self.names = Names.for_settings(settings)
         self.clock = Clock(settings.clock)
         self.stage1 = ConversationStage(config.rules, config.filters)
-        self.aggs = Aggregates(config.rules, self._lines_for, config.team_of)
+        self.aggs = Aggregates(config.rules, self._lines_for, self._team_of)
+        self.limits = AgentLimits(settings.max_agents, settings.max_shops)
         self.aggs.scoring = self._score
         names = self.names
         self.topic_of_kind = {"chat": names.chat, "orders": names.orders, "ratings": names.ratings}
@@ -231,9 +253,28 @@ class Runtime:
         self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
 
     def _lines_for(self, shop: str, agent: str) -> Lines:
-        return self.config.lines(shop, self.config.team_of(agent))
+        return self.config.lines(shop, self._team_of(agent))
+
+    def _team_of(self, agent: str) -> str:
+        return OVER_LIMIT_TEAM if is_overflow(agent) else self.config.team_of(agent)
+
+    def _pair_partition(self, shop: str, agent: str) -> int:
+        """The partition of a (shop, agent) aggregate; an over-limit one names its own."""
+        own = overflow_partition(agent)
+        if own is not None:
+            return own
+        return partition_of(agent_key(shop, agent).encode(), self.partitions)
+
+    def _akey_partition(self, akey: str) -> int:
+        try:
+            shop, agent = split_agent_key(akey)
+        except ValueError:  # not a (shop, agent) key: partitioned by the key itself
+            return partition_of(akey.encode(), self.partitions)
+        return self._pair_partition(shop, agent)
 
     def _score(self, snap: AgentSnapshot, execution: dict[int, float], now: int) -> None:
+        if is_overflow(snap.agent):
+            return  # agents past KEFU_MAX_AGENTS have no scorecard of their own
         config = self.config
         rules = config.rules(snap.shop)
         info = config.agent(snap.agent)
@@ -269,6 +310,7 @@ class Runtime:
         good: list[InputEvent] = []
         early: list[Awaitable[Any]] = []
         rekeyed: list[Out] = []
+        sources: list[tuple[Record, str]] = []  # each good event's record and topic
         counts = self.events_total
         max_bytes = self.settings.max_event_bytes
         marks = self.partition_watermarks
@@ -277,28 +319,33 @@ class Runtime:
             kind, decode = self._decoder(rec)
             topic = self.topic_of_kind[kind]
             raw = rec.value or b""
-            try:
-                ev = decode(raw, max_bytes)
-            except Rejected as exc:
-                counts[(topic, "rejected")] += 1
-                self.rejected_reasons[(topic, exc.reason.split(":")[0])] += 1
-                headers = dead_letter_headers(exc.reason, topic, rec.partition, rec.offset)
-                early.append(await sink.send(names.deadletter, rec.key, raw, None, headers))
+            reason = self._check(decode, raw, max_bytes)
+            if isinstance(reason, str):
+                early.append(await self._dead_letter(rec, topic, reason, sink))
                 failpoints.hit("stage1.dead_letter_sent")
                 continue
-            key = ev.conversation_key.encode()
+            ev = reason
+            key = ev.routing_key
             if rec.key != key and rec.topic != names.rekey:
                 rekeyed.append(self._rekey(kind, key, raw))
                 counts[(topic, "rekeyed")] += 1
                 continue
             good.append(ev)
-            if ev.ts > marks.get(rec.partition, 0):
-                marks[rec.partition] = ev.ts
+            sources.append((rec, topic))
         if rekeyed:
             early.append(await sink.send_many(names.rekey, rekeyed))
         facts, touched = self.stage1.process_batch(good)
-        for ev in good:
-            self.clock.observe(ev.ts)
+        failed = {index for index, _ in self.stage1.failed}
+        for index, reason in self.stage1.failed:
+            rec, topic = sources[index]
+            early.append(await self._dead_letter(rec, topic, reason, sink))
+        self.stage1.failed.clear()
+        for index, ev in enumerate(good):
+            if index not in failed:
+                self.clock.observe(ev.ts)
+                part = sources[index][0].partition
+                if ev.ts > marks.get(part, 0):
+                    marks[part] = ev.ts
         for kind, outcomes in self.stage1.outcome_counters():
             for outcome, n in outcomes.items():
                 if n:
@@ -313,12 +360,41 @@ class Runtime:
         parts = self.partitions
         state: list[Out] = []
         for ckey in touched:
-            kb = ckey.encode()
-            state.append((kb, orjson.dumps(convs[ckey].to_dict()), partition_of(kb, parts), None))
+            state.append((ckey.encode(), orjson.dumps(convs[ckey].to_dict()),
+                          partition_of(routing_key_of(ckey), parts), None))
         if state:
             await (await sink.send_many(names.conv_changelog, state, seal=True))
         await failpoints.ahit("stage1.state_durable")
         self.health.last_batch_at = time.time()
+
+    def _check(self, decode: Decoder, raw: bytes, max_bytes: int) -> InputEvent | str:
+        """The decoded event, or the reason to dead-letter it.
+
+        Input errors of one record never escape: `Rejected` (the rules) and any other
+        exception (a decoder bug some input found) both become that record's reason. Errors
+        of the worker's own state and of the broker still raise (see `fastpath`).
+        """
+        try:
+            ev = decode(raw, max_bytes)
+        except Rejected as exc:
+            return exc.reason
+        except Exception as exc:
+            log.warning("decoder failed on a record: %r", exc)
+            return f"error:{type(exc).__name__}"
+        if ev.ts > time.time() * 1000 + self.config.rules(ev.shop_id).max_future_skew_ms:
+            return "future:ts"  # one bad clock must not move *now* or hide lag
+        return ev
+
+    async def _dead_letter(
+        self, rec: Record, topic: str, reason: str, sink: Sink
+    ) -> Awaitable[Any]:
+        """Count a rejected record and send its dead letter (a value that always fits)."""
+        self.events_total[(topic, "rejected")] += 1
+        self.rejected_reasons[(topic, reason.split(":")[0])] += 1
+        key, value, headers = dead_letter(
+            rec.value or b"", rec.key, reason, topic, rec.partition, rec.offset
+        )
+        return await sink.send(self.names.deadletter, key, value, None, headers)
 
     def _rekey(self, kind: str, key: bytes, raw: bytes) -> Out:
         """An event for where its conversation lives; it is processed from there."""
@@ -328,18 +404,21 @@ class Runtime:
         """Input topics partitioned unlike the chat topic: everything goes through the rekey
         topic, so orders still meet their conversation on one partition."""
         out: list[Out] = []
+        early: list[Awaitable[Any]] = []
         for rec in records:
             kind, decode = self._decoder(rec)
             topic = self.topic_of_kind[kind]
             raw = rec.value or b""
-            try:
-                key = decode(raw, self.settings.max_event_bytes).conversation_key.encode()
-            except Rejected:
-                key = rec.key or b""  # rejected where it is decoded again, with its reason
-            out.append(self._rekey(kind, key, raw))
+            checked = self._check(decode, raw, self.settings.max_event_bytes)
+            if isinstance(checked, str):  # dead-lettered here, with its own offset
+                early.append(await self._dead_letter(rec, topic, checked, sink))
+                continue
+            out.append(self._rekey(kind, checked.routing_key, raw))
             self.events_total[(topic, "rekeyed")] += 1
         if out:
-            await (await sink.send_many(self.names.rekey, out))
+            early.append(await sink.send_many(self.names.rekey, out))
+        if early:
+            await asyncio.gather(*early)
 
     async def _send_facts(self, facts: Iterable[Fact], sink: Sink) -> list[Awaitable[Any]]:
         """One message per facts partition: {"shop\x1fagent": [fact rows…], …}.
@@ -378,7 +457,8 @@ class Runtime:
             except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
                 log.warning("skipping malformed facts message at %s/%s", rec.partition, rec.offset)
         async with self.stage2_lock:
-            self.aggs.apply(facts)
+            # Pairs past KEFU_MAX_AGENTS / KEFU_MAX_SHOPS go to the over-limit aggregates.
+            self.aggs.apply(self.limits.route(facts, self.aggs.agents, self._pair_partition))
             await failpoints.ahit("stage2.applied")
             await self._persist_aggregates(sink)
             await failpoints.ahit("stage2.durable")
@@ -392,7 +472,7 @@ class Runtime:
         # Serialize everything before the first await: the values are the state *now*.
         encoded: list[Out] = [
             (key.encode(), None if value is None else orjson.dumps(value, option=NON_STR_KEYS),
-             partition_of(key.rpartition(SEP)[0].encode(), self.partitions), None)
+             self._akey_partition(key.rpartition(SEP)[0]), None)
             for key, value in dirty.items()
         ]
         if encoded:
@@ -432,7 +512,7 @@ class Runtime:
     # -- rebalance and recovery ------------------------------------------------------------------
 
     def owns_agent(self, shop: str, agent: str) -> bool:
-        return partition_of(agent_key(shop, agent).encode(), self.partitions) in self.owned
+        return self._pair_partition(shop, agent) in self.owned
 
     def on_assigned(self, partitions: set[int]) -> None:
         self.owned = set(partitions)
@@ -444,7 +524,7 @@ class Runtime:
                 del pending[ident]
         store = self.stage1.conversations
         parts = self.partitions
-        for key in [k for k in store if partition_of(k.encode(), parts) not in self.owned]:
+        for key in [k for k in store if partition_of(routing_key_of(k), parts) not in self.owned]:
             del store[key]
 
     def load_aggregates(self, store: MutableMapping[str, Any]) -> int:
@@ -460,8 +540,7 @@ class Runtime:
                         part, 0))
                     self._watermarks_written[part] = self.partition_watermarks[part]
                 continue
-            akey = key.rpartition(SEP)[0]
-            if partition_of(akey.encode(), self.partitions) in self.owned:
+            if self._akey_partition(key.rpartition(SEP)[0]) in self.owned:
                 self.aggs.load(key, stored(value))
                 n += 1
         store.clear()  # the domain objects are the live copy; the changelog is the durable one
@@ -478,8 +557,8 @@ class Runtime:
                 await asyncio.gather(*futures)
             await failpoints.ahit("sweep.facts_durable")
             tombstones: list[Out] = [
-                (kb, None, partition_of(kb, self.partitions), None)
-                for kb in (key.encode() for key in gone)
+                (key.encode(), None, partition_of(routing_key_of(key), self.partitions), None)
+                for key in gone
             ]
             await (await sink.send_many(self.names.conv_changelog, tombstones, seal=True))
         log.info("forgot %d idle conversations", len(gone))

@@ -401,3 +401,30 @@ async def test_streams_end_when_the_server_shuts_down(rt: FakeRuntime) -> None:
     await asyncio.wait_for(runner.cleanup(), 10)
     assert time.monotonic() - t0 < 5, "an open board must not hold the worker's shutdown"
     writer.close()
+
+
+# ---- ids with separators (issue 13, defect 2) -------------------------------------------------
+
+
+def test_tiles_of_ids_with_slashes_never_collide() -> None:
+    r = FakeRuntime(config=parse_config({}))
+    r.add(snapshot("d", "unassigned", shop="w/1", five=window(1, 3.0, 3.0, 3.0)))
+    r.add(snapshot("1/d", "unassigned", shop="w", five=window(1, 4.0, 4.0, 4.0)))
+    r.add(snapshot('引"号 😀', "unassigned", shop="s:1", five=window(1, 4.0, 4.0, 4.0)))
+    ids = [a["id"] for a in board_state(r, BoardFilter())["agents"]]
+    assert len(ids) == 3 and len(set(ids)) == 3
+
+
+def test_filter_values_may_hold_commas_escaped() -> None:
+    r = FakeRuntime(config=parse_config({}))
+    r.add(snapshot("a", "unassigned", shop="x,y"))
+    r.add(snapshot("b", "unassigned", shop="x"))
+    flt = BoardFilter.from_query(q(shop="x\\,y"))
+    assert flt.shops == frozenset({"x,y"})
+    assert [a["agent"] for a in board_state(r, flt)["agents"]] == ["a"]
+    assert BoardFilter.from_query(q(shop="x\\\\")).shops == frozenset({"x\\"})
+
+
+def test_board_says_when_the_broker_is_unreachable(rt: FakeRuntime) -> None:
+    rt.health.broker_ok_at = time.time() - 60
+    assert board_state(rt, BoardFilter())["stale"] == "broker_unreachable"

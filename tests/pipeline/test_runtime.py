@@ -165,3 +165,14 @@ async def test_a_restart_with_nothing_left_to_read_knows_how_far_the_input_went(
     c.on_assigned(set())
     c.load_aggregates(dict(store))
     assert c.clock.now_ms() == 0
+
+
+def test_not_ready_while_the_broker_is_unreachable_past_the_grace() -> None:
+    """With the broker gone, /readyz once stayed 200 and kefu_worker_ready 1: stale data must
+    not look ready."""
+    from streams.pipeline.runtime import BROKER_READY_GRACE_S
+
+    now = 1_000_000.0
+    assert Health(ready=True, broker_ok_at=now - 1.0).is_ready(now)
+    assert not Health(ready=True, broker_ok_at=now - BROKER_READY_GRACE_S - 1).is_ready(now)
+    assert not Health(ready=False, broker_ok_at=now).is_ready(now)

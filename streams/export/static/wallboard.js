@@ -54,6 +54,7 @@
       stale_snapshot_old: "服务端数据停在 {n} 前",
       stale_lagging: "数据处理落后 {n}",
       stale_not_ready: "服务正在恢复数据",
+      stale_broker_unreachable: "无法连接消息队列（Kafka），数据未更新",
       last_update: "最后更新 {t}",
       legend_ok: "达标",
       legend_warn: "P90 超 {w} 或有人等待超 {w}",
@@ -108,6 +109,7 @@
       stale_snapshot_old: "worker data is {n} old",
       stale_lagging: "worker is {n} behind its input",
       stale_not_ready: "worker is recovering its state",
+      stale_broker_unreachable: "worker cannot reach the broker (Kafka); numbers are not updating",
       last_update: "last update {t}",
       legend_ok: "on target",
       legend_warn: "p90 over {w} or a buyer waiting over {w}",
@@ -591,6 +593,8 @@
         detail = t("stale_lagging", { n: durationText(board.lag_seconds) });
       } else if (reason === "not_ready") {
         detail = t("stale_not_ready");
+      } else if (reason === "broker_unreachable") {
+        detail = t("stale_broker_unreachable");
       }
       if (board && board.snapshot_at) {
         detail += " · " + t("last_update", { t: clockText(board.snapshot_at) });
