@@ -24,7 +24,8 @@ from streams.events import Rejected, decode_chat
 from streams.simulate import Simulator
 from tests.domain.reference import reference_snapshots
 from tests.integration.harness import Worker, labels, produce
-from tests.integration.test_pipeline_e2e import _config, _wait_for_reference
+from tests.integration.day import write_config
+from tests.integration.test_pipeline_e2e import _wait_for_reference
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +89,7 @@ def _post(worker: Worker, body: bytes, headers: dict[str, str]) -> int:
 def test_hostile_topic_never_stops_the_worker(broker: Any, app_id: str, workdir: Path) -> None:
     sim = Simulator(seed=21, start_ms=DAY_START_MS, buyers_per_minute=2.0)
     day = [m for m in sim.messages(3 * 3600) if m.topic == "chat"]
-    config_path = _config(sim, workdir / "kefu.toml")
+    config_path = write_config(sim, workdir / "kefu.toml")
     cfg = load_config(config_path)
     mid_ts = DAY_START_MS + 3_600_000
     honest = [m.value for m in day] + _odd_ids(mid_ts)
