@@ -23,8 +23,8 @@ from streams.config import load_config
 from streams.events import Rejected, decode_chat
 from streams.simulate import Simulator
 from tests.domain.reference import reference_snapshots
-from tests.integration.harness import Worker, labels, produce
 from tests.integration.day import write_config
+from tests.integration.harness import Worker, labels, produce
 from tests.integration.test_pipeline_e2e import _wait_for_reference
 
 pytestmark = pytest.mark.integration
