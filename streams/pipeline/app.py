@@ -198,16 +198,23 @@ def build_app(
     async def refresh() -> None:
         consumer = app.consumer
 
+        positions = getattr(consumer, "positions", None)
+
         def backlog_of(topic: str) -> dict[int, int]:
             out: dict[int, int] = {}
             for part in rt.owned:
+                tp = TP(topic, part)
                 try:
-                    high = consumer.highwater(TP(topic, part))
+                    high = consumer.highwater(tp)
                 except Exception:  # not fetched yet
                     continue
                 last = rt.last_offsets.get((topic, part))
+                if last is not None:
+                    read = last + 1
+                else:  # nothing handled since the start: where reading starts (committed)
+                    read = positions.next.get(tp, 0) if positions is not None else 0
                 if high is not None:
-                    out[part] = max(0, int(high) - (last + 1 if last is not None else 0))
+                    out[part] = max(0, int(high) - read)
             return out
 
         rt.health.backlog = backlog_of(names.chat)
