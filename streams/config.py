@@ -1,6 +1,6 @@
 """Configuration: business rules from one TOML file, deployment settings from the environment.
 
-SPEC §6 splits them so a support manager can edit response lines and the roster without
+docs/interfaces.md splits them so a support manager can edit response lines and the roster without
 touching deployment, and an SRE can move brokers without touching grading. Everything is
 validated up front: a typo must fail at start-up with the full dotted key named, not silently
 grade agents against a default.
@@ -44,7 +44,7 @@ class ConfigError(Exception):
     """A bad configuration value; the message names the key (or variable) and the problem."""
 
 
-# Each platform grades differently (SPEC §1); a profile is the starting point a shop overrides.
+# Each platform grades differently (docs/contract.md); a profile is where a shop starts.
 PROFILES: dict[str, ShopRules] = {
     # Taobao/Tmall: 30 s "skilled" / 40 s "normal", 3-minute line, graded around the clock.
     "taobao": ShopRules(profile="taobao"),
@@ -131,7 +131,7 @@ class Config:
         return result
 
     def team_of(self, agent_id: str) -> str:
-        """The agent's roster team; agents missing from the roster are "unassigned" (SPEC §6)."""
+        """The agent's roster team; agents missing from the roster are "unassigned"."""
         info = self.agents.get(agent_id)
         return info.team if info is not None else UNASSIGNED_TEAM
 

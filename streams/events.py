@@ -1,11 +1,11 @@
-"""Decode and validate the raw Kafka values of the input topics (SPEC §2).
+"""Decode and validate the raw Kafka values of the input topics (docs/interfaces.md).
 
 This is the worker's hot path, so it uses orjson and plain dict look-ups only. Every failure is a
 `Rejected` carrying a short, stable reason code (`missing:shop_id`, `range:ts`, ...) that goes
 into the dead-letter headers and logs; no other exception may escape, whatever the bytes, because
 one poison message must never stop the worker.
 
-Decisions where the SPEC is silent:
+Decisions where the contract is silent:
 
 - `ts` may also be a JSON float (some producers emit `Date.now()` through a float type); it is
   floored to whole milliseconds. Bools, numeric strings and naive date strings are rejected.
@@ -71,7 +71,8 @@ MAX_DEAD_LETTER_KEY_BYTES = 1_024
 
 
 class Rejected(Exception):
-    """An input event that breaks the SPEC §2 rules; `reason` is a stable machine-readable code."""
+    """An input event that breaks the input rules (docs/interfaces.md); `reason` is a stable
+    machine-readable code."""
 
     __slots__ = ("reason",)
 

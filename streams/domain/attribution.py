@@ -1,4 +1,4 @@
-"""Order attribution (SPEC §3): which agent sold it, who assisted, or a silent order.
+"""Order attribution (docs/kpis.md): which agent sold it, who assisted, or a silent order.
 
 By event time: an order created at T goes to the agent who last sent the buyer a human reply in
 [T − attribution_window, T]; every other agent who replied in that span gets an assist. The

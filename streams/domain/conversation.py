@@ -1,4 +1,4 @@
-"""One buyer's conversation with a shop: sessions, rounds, assignment, ad status (SPEC §3).
+"""One buyer's conversation with a shop: sessions, rounds, assignment, ad status (docs/kpis.md).
 
 `Core` is the state machine: it walks events in event-time order and emits facts. `Conversation`
 wraps it for the real world, where events arrive twice (at-least-once delivery) and a little out
@@ -118,7 +118,7 @@ class Core:
             self.session_open = False
             self.agent = None
         elif kind == "transfer":
-            # A transfer restarts the clock even back to the same agent (SPEC: "assigned or
+            # A transfer restarts the clock even back to the same agent (the contract: "assigned or
             # transferred to the replying agent").
             self._reassign(ev.agent_id, ts, ctx, out)
         elif ev.sender == "buyer":
@@ -242,7 +242,7 @@ class Conversation:
         return False
 
     def is_ad_at(self, ts: int, rules: ShopRules) -> bool:
-        """An ad buyer from the first ad message of a local day to that day's end (SPEC §3)."""
+        """An ad buyer from the first ad message of a local day to that day's end (docs/kpis.md)."""
         since = self.ad_days.get(rules.day_start_ms(ts))
         return since is not None and since <= ts
 
@@ -348,7 +348,8 @@ class Conversation:
 
     def reattribute(self, ctx: Ctx, out: list[Fact], ads_changed: bool = True) -> None:
         """Replies or ad days changed: re-credit known orders and re-check ratings."""
-        # Only replies changed: an order whose credit is frozen (B4) has nothing to redo.
+        # Only replies changed: an order whose credit is frozen (its replies pruned) has nothing
+        # to redo.
         frozen = -1 if ads_changed else self.frozen_before
         for order_id, rec in self.orders.items():
             if rec.at < frozen and rec.credit() is not None:
@@ -364,8 +365,8 @@ class Conversation:
             credit = rec.credit() if rec.at < self.frozen_before else None
             if credit is None:
                 credit = attribute(self.replies, rec.at, ctx.rules.attribution_window_ms)
-            # else: replies in its span may have been pruned, so the credit it got stands
-            # (B4); its later events (a payment, a refund weeks later) still follow it
+            # else: replies in its span may have been pruned, so the credit it got stands;
+            # its later events (a payment, a refund weeks later) still follow it
             want = rec.facts(ctx.shop, ctx.buyer_hash, order_id, *credit)
         have = rec.emitted
         if want == have:

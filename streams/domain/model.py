@@ -27,7 +27,7 @@ LEVELS: tuple[str, ...] = ("warning", "critical", "slow")
 
 @dataclass(frozen=True, slots=True)
 class ChatEvent:
-    """One validated `kefu.chat` event (SPEC §2). `ts` is epoch milliseconds (UTC)."""
+    """One validated `kefu.chat` event (docs/interfaces.md). `ts` is epoch milliseconds (UTC)."""
 
     message_id: str
     shop_id: str
@@ -75,7 +75,7 @@ class WindowKpis:
     replied: int = 0
     agent_messages: int = 0
     buyer_messages: int = 0
-    # business (SPEC §1); money in 1/10000 units of the shop's currency, exact
+    # business (docs/contract.md); money in 1/10000 units of the shop's currency, exact
     inquiries: int = 0  # 询单人数: distinct buyers who got a human reply
     converted: int = 0  # of those, buyers who paid an order credited to the agent (by now)
     ordered_buyers: int = 0
@@ -147,7 +147,7 @@ SUMMABLE = (
 
 @dataclass(slots=True)
 class ScoreCard:
-    """绩效考核表: points per item (SPEC §1), total out of 100, pass at the configured score."""
+    """绩效考核表: points per item (docs/kpis.md), total out of 100, pass at the set score."""
 
     items: dict[str, float] = field(default_factory=dict)
     total: float = 0.0
@@ -182,7 +182,7 @@ class AgentSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class OrderEvent:
-    """One validated `kefu.orders` lifecycle event (SPEC §2).
+    """One validated `kefu.orders` lifecycle event (docs/interfaces.md).
 
     `amount` is a Decimal so sales add up to the cent; for `refunded` it is the refunded amount.
     """
@@ -210,7 +210,7 @@ class OrderEvent:
 
 @dataclass(frozen=True, slots=True)
 class RatingEvent:
-    """One validated `kefu.ratings` event (SPEC §2): a buyer's 1–5 score for an agent."""
+    """One validated `kefu.ratings` event (docs/interfaces.md): a buyer's 1–5 score for an agent."""
 
     shop_id: str
     buyer_id: str

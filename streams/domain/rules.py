@@ -23,7 +23,7 @@ def zone(name: str) -> ZoneInfo:
 
 @dataclass(frozen=True, slots=True)
 class Lines:
-    """Response-time lines in seconds (SPEC §1): warning = "skilled", critical = "normal"."""
+    """Response-time lines in seconds (docs/kpis.md): warning "skilled", critical "normal"."""
 
     warning: float = 30.0
     critical: float = 40.0
@@ -94,7 +94,7 @@ class Filters:
 
 @dataclass(frozen=True, slots=True)
 class AgentInfo:
-    """A roster entry (SPEC §6 `[[agents]]`)."""
+    """A roster entry (docs/interfaces.md `[[agents]]`)."""
 
     id: str
     name: str = ""

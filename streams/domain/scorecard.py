@@ -1,4 +1,4 @@
-"""绩效考核表: the 100-point scorecard (SPEC §1), per agent for `today` and `month`.
+"""绩效考核表: the 100-point scorecard (docs/contract.md), per agent for `today` and `month`.
 
 Each item earns weight × how far the agent reached its target, capped at the weight. Response
 time earns full marks at or under the warning line and none at twice the critical line, linear

@@ -1,6 +1,6 @@
 """Window arithmetic and exact statistics shared by the aggregates and the tests.
 
-Windows (SPEC §3): `5m` and `1h` are the current UTC minute plus the preceding 4 or 59 whole
+Windows (docs/kpis.md): `5m` and `1h` are the current UTC minute plus the preceding 4 or 59 whole
 minutes; `today` starts at local midnight in the shop's time zone.
 """
 

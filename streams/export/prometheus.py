@@ -1,4 +1,4 @@
-"""`/metrics`: the snapshots in Prometheus text format (SPEC §4).
+"""`/metrics`: the snapshots in Prometheus text format (docs/metrics.md).
 
 Reads what the runtime computed; computes nothing. The KPI families are written straight to text
 because a worker exports ~90 series per agent and prometheus-client's object model costs ~10 µs
@@ -264,7 +264,8 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
 
 
 def _business(out: dict[str, list[str]], wl: str, w: WindowKpis) -> None:
-    """The sales half of SPEC §4 for one window; ratios only when their denominator is > 0."""
+    """The business KPIs of one window (docs/metrics.md); ratios only when their denominator
+    is > 0."""
     counts = (
         ("kefu_inquiries", w.inquiries), ("kefu_converted_buyers", w.converted),
         ("kefu_ordered_buyers", w.ordered_buyers), ("kefu_paid_buyers", w.paid_buyers),

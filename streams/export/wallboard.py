@@ -1,4 +1,4 @@
-"""The support-room wall-board (SPEC §6): `/wallboard`, its assets and a live SSE feed.
+"""The support-room wall-board (docs/interfaces.md): `/wallboard`, its assets and a live SSE feed.
 
 - `/wallboard` — the page (zh-CN by default, `?lang=en`; `?shop=…&team=…` filter, repeatable).
 - `/wallboard/static/<file>` — its CSS and JS, served by the worker itself (no CDN, works offline).

@@ -1,5 +1,5 @@
-"""The worker's HTTP surface (SPEC §6): /metrics, /api/v1/agents, /api/v1/execution, /healthz,
-/readyz, and the wall-board.
+"""The worker's HTTP surface (docs/interfaces.md): /metrics, /api/v1/agents,
+/api/v1/execution, /healthz, /readyz, and the wall-board.
 
 Pages only read the runtime's snapshots. Plain aiohttp handlers on Faust's own web server
 (`mount` takes any aiohttp router, so the tests serve exactly these handlers). Who may read and
