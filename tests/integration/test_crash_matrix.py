@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from streams.broker import EmbeddedBroker
 from streams.config import load_config
-from streams.simulate import Simulator
+from streams.simulate import SimMessage, Simulator
 from tests.domain.reference import snapshot_differences
 from tests.integration.day import (
     DAY_START_MS,
@@ -62,6 +63,9 @@ class Case:
     # decided no order (see test_an_order_decided_differently_after_a_crash_leaves_no_orphan_fact,
     # a known defect pinned on its own).
     chat_first: bool = False
+    # The day starts with one conversation three days old: the idle sweep (which forgets a
+    # conversation after two attribution windows, 48 h) then always has one to close out.
+    with_old_conversation: bool = False
 
 
 CASES: dict[str, Case] = {
@@ -78,7 +82,7 @@ CASES: dict[str, Case] = {
     "commit-done": Case("commit.done=kill@1"),
     # the minute tick and the idle sweep
     "tick-expired": Case("tick.expired=kill@1"),  # the clock may cross only one minute tick
-    "sweep-facts-durable": Case("sweep.facts_durable=kill@1"),
+    "sweep-facts-durable": Case("sweep.facts_durable=kill@1", with_old_conversation=True),
     # recovery: the reported defect, and kills while restoring (double crashes)
     "recovery-stall": Case("stage2.applied=kill@2",
                            last="recovery.completed=sleep:1500; fetch.in_thread=sleep:300@*"),
@@ -97,13 +101,21 @@ class Day:
     config_path: Path
 
 
-@pytest.fixture(scope="module")
-def day(tmp_path_factory: pytest.TempPathFactory) -> Day:
+def _make_day(directory: Path, old_conversation: bool = False) -> Day:
     """~4k chat events of 10 agents in 2 shops, with their orders and ratings."""
     sim = Simulator(seed=23, start_ms=DAY_START_MS, shops=2, agents_per_shop=5,
                     buyers_per_minute=0.3)
     messages = list(sim.messages(24 * 3600))
-    config_path = write_config(sim, tmp_path_factory.mktemp("crash") / "kefu.toml")
+    if old_conversation:
+        shop, agent = sim.agents[0].shop, sim.agents[0].id
+        t = DAY_START_MS - 3 * 86_400_000
+        messages[:0] = [
+            SimMessage("chat", f"{shop}:old-buyer".encode(), orjson.dumps({
+                "message_id": f"old-{i}", "shop_id": shop, "buyer_id": "old-buyer",
+                "sender": sender, "agent_id": agent, "ts": t + i * 20_000}), t + i * 20_000)
+            for i, sender in enumerate(("buyer", "agent"))
+        ]
+    config_path = write_config(sim, directory / "kefu.toml")
     stream, events = keyed_stream(messages)
     now = max(e.ts for evs in events.values() for e in evs)
     expected = Expected(load_config(config_path), events, now)
@@ -111,6 +123,16 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Day:
     assert len(stream) > len(events["chat"]) + len(events["orders"]) + len(events["ratings"]), \
         "the day must hold some bad input (dead letters)"
     return Day(stream, expected, now, config_path)
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory: pytest.TempPathFactory) -> Day:
+    return _make_day(tmp_path_factory.mktemp("crash"))
+
+
+@pytest.fixture(scope="module")
+def day_with_old_conversation(tmp_path_factory: pytest.TempPathFactory) -> Day:
+    return _make_day(tmp_path_factory.mktemp("crash-old"), old_conversation=True)
 
 
 def differences(samples: dict[Sample, float], day: Day) -> list[str]:
@@ -145,9 +167,12 @@ def _worker(broker: EmbeddedBroker, app_id: str, workdir: Path, day: Day, name: 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
-    broker: EmbeddedBroker, app_id: str, workdir: Path, day: Day, case: str
+    broker: EmbeddedBroker, app_id: str, workdir: Path, request: pytest.FixtureRequest,
+    case: str
 ) -> None:
     spec = CASES[case]
+    day: Day = request.getfixturevalue(
+        "day_with_old_conversation" if spec.with_old_conversation else "day")
     workers: list[Worker] = []
     try:
         first = _worker(broker, app_id, workdir, day, "worker-1", spec.first)
