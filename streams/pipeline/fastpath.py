@@ -116,9 +116,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Seek in the consumer thread, and wait until the positions are set.
 
         Faust's `seek` sets aiokafka's position from this (the main) thread, which resolves a
-        future of the consumer thread's loop from outside it: a fetcher waiting for a freshly
-        assigned partition's position can then miss the wake-up and stall (seen once in ~20
-        crash-matrix runs, with every partition sought right after an assignment).
+        future of the consumer thread's loop from outside it; asyncio futures are not
+        thread-safe, and a fetcher waiting for a freshly assigned partition's position could
+        miss the wake-up. Every partition is now sought right after each assignment, so the
+        seek goes through the consumer thread as Faust's own `seek_wait` does.
         """
         if not targets:
             return
