@@ -25,18 +25,13 @@ WINDOWS: tuple[str, ...] = ("5m", "1h", "today")
 LEVELS: tuple[str, ...] = ("warning", "critical", "slow")
 
 
-@dataclass(frozen=True, slots=True)
-class ChatEvent:
-    """One validated `kefu.chat` event (docs/interfaces.md). `ts` is epoch milliseconds (UTC)."""
+class ConversationEvent:
+    """The keys of the conversation an input event belongs to (chat, order and rating alike:
+    orders and ratings meet their buyer's chat on one partition and in one state)."""
 
-    message_id: str
+    __slots__ = ()
     shop_id: str
     buyer_id: str
-    sender: Sender
-    agent_id: str | None
-    ts: int
-    event: ChatKind = "message"
-    text: str | None = None
 
     @property
     def conversation_key(self) -> str:
@@ -54,6 +49,20 @@ class ChatEvent:
     def state_key(self) -> str:
         """The key of per-conversation state: unambiguous (see `keys`)."""
         return state_key(self.shop_id, self.buyer_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEvent(ConversationEvent):
+    """One validated `kefu.chat` event (docs/interfaces.md). `ts` is epoch milliseconds (UTC)."""
+
+    message_id: str
+    shop_id: str
+    buyer_id: str
+    sender: Sender
+    agent_id: str | None
+    ts: int
+    event: ChatKind = "message"
+    text: str | None = None
 
 
 @dataclass(slots=True)
@@ -181,7 +190,7 @@ class AgentSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
-class OrderEvent:
+class OrderEvent(ConversationEvent):
     """One validated `kefu.orders` lifecycle event (docs/interfaces.md).
 
     `amount` is a Decimal so sales add up to the cent; for `refunded` it is the refunded amount.
@@ -194,22 +203,9 @@ class OrderEvent:
     amount: Decimal
     ts: int
 
-    @property
-    def conversation_key(self) -> str:
-        """Same key as the buyer's chat, so orders meet their conversation on one partition."""
-        return f"{self.shop_id}:{self.buyer_id}"
-
-    @property
-    def routing_key(self) -> bytes:
-        return self.conversation_key.encode()
-
-    @property
-    def state_key(self) -> str:
-        return state_key(self.shop_id, self.buyer_id)
-
 
 @dataclass(frozen=True, slots=True)
-class RatingEvent:
+class RatingEvent(ConversationEvent):
     """One validated `kefu.ratings` event (docs/interfaces.md): a buyer's 1–5 score for an agent."""
 
     shop_id: str
@@ -217,15 +213,3 @@ class RatingEvent:
     agent_id: str
     score: int
     ts: int
-
-    @property
-    def conversation_key(self) -> str:
-        return f"{self.shop_id}:{self.buyer_id}"
-
-    @property
-    def routing_key(self) -> bytes:
-        return self.conversation_key.encode()
-
-    @property
-    def state_key(self) -> str:
-        return state_key(self.shop_id, self.buyer_id)

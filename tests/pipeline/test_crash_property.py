@@ -28,7 +28,7 @@ from streams.config import Config, Settings, default_config
 from streams.domain.model import ChatEvent
 from streams.domain.rules import AgentInfo, Lines, ShopRules
 from streams.pipeline.partitioning import partition_of
-from streams.pipeline.runtime import Headers, Out, Record, Runtime
+from streams.pipeline.runtime import Headers, Names, Out, Record, Runtime
 from tests.domain.reference import reference_snapshots, snapshot_differences
 from tests.domain.strategies import TEAMS, Scenario, describe, scenarios, team_of
 
@@ -174,7 +174,7 @@ async def crash_and_restart(scn: Scenario, round_size: int, commit_every: int,
     """
     config = _config(scn)
     log = Log()
-    chat_topic = Runtime(Settings(), config, PARTITIONS).names.chat
+    chat_topic = Names.for_settings(Settings()).chat
     for e in scn.events:
         key = e.conversation_key.encode()
         log.append(chat_topic, key, _wire(e), partition_of(key, PARTITIONS))
@@ -278,7 +278,7 @@ async def test_an_order_decided_differently_after_a_crash_leaves_no_orphan_fact(
     fact durable and its state not. The restart reads the reply first: credited to the agent.
     The silent fact of the first run must not stay counted."""
     settings = Settings(clock="event")
-    names = Runtime(settings, default_config(), PARTITIONS).names
+    names = Names.for_settings(settings)
     key = b"s:b1"
     buyer = orjson.dumps({"message_id": "m1", "shop_id": "s", "buyer_id": "b1",
                           "sender": "buyer", "agent_id": "a1", "ts": T0})
