@@ -32,8 +32,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
     from streams.broker import ensure_topics
-    from streams.pipeline.app import build_app
     from streams.pipeline.runtime import Names
+    from streams.worker import build_app
 
     settings = _settings()
     config = load_config(args.config)

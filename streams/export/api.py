@@ -12,7 +12,7 @@ import orjson
 
 from streams.domain.limits import label
 from streams.domain.model import LEVELS, MONEY_SCALE, WINDOWS, AgentSnapshot, WindowKpis
-from streams.export.prometheus import State
+from streams.state import State
 
 
 def _window(w: WindowKpis) -> dict[str, Any]:

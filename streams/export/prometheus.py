@@ -8,37 +8,17 @@ a series (a second per scrape at 1,000 agents); process metrics still come from 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
-from typing import Protocol
 
 from prometheus_client import REGISTRY, generate_latest
 
-from streams.config import Config
 from streams.domain.limits import is_overflow, label
 from streams.domain.model import LEVELS, MONEY_SCALE, QUANTILES, WINDOWS, AgentSnapshot, WindowKpis
-from streams.pipeline.clock import Clock
-from streams.pipeline.runtime import Health
+from streams.state import State
 
 CONTENT_TYPE = "text/plain; version=0.0.4"  # aiohttp refuses a charset here; UTF-8 is the default
 _QLABEL = {q: repr(q) for q in QUANTILES}
-
-
-class State(Protocol):
-    """What the exporter reads (the worker's `Runtime` provides it)."""
-
-    config: Config
-    snapshots: dict[tuple[str, str], AgentSnapshot]
-    ad_buyers: dict[str, dict[str, int]]
-    events_total: Counter[tuple[str, str]]
-    rejected_reasons: Counter[tuple[str, str]]
-    owned: set[int]
-    health: Health
-    clock: Clock
-    snapshot_at_ms: int
-    snapshot_queue: int
-    snapshot_seconds: float
-    snapshots_refreshed: int
 
 
 def _esc(value: str) -> str:

@@ -22,11 +22,11 @@ import contextlib
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import faust
 import orjson
 from aiohttp import web as aioweb
 
@@ -34,13 +34,14 @@ from streams.domain import keys, limits
 from streams.domain.model import AgentSnapshot, WindowKpis
 from streams.domain.rules import Lines
 from streams.export import auth
-from streams.export.prometheus import State
+from streams.state import State
 
 __all__ = [
     "COOKIE",
     "STALE_AFTER_S",
     "TOKEN_ENV",
     "BoardFilter",
+    "PageHost",
     "board_state",
     "register",
     "token_ok",
@@ -380,7 +381,20 @@ class _Feed:
         return resp
 
 
-def register(app: faust.App, rt: State, static_dir: Path = STATIC_DIR) -> None:
+class PageHost(Protocol):
+    """The web server the pages go on: Faust's app (`page` and its aiohttp `web`).
+
+    A protocol rather than `faust.App`, so the exporters do not import the framework: the
+    composition root (`streams.worker`) hands the Faust app in.
+    """
+
+    @property
+    def web(self) -> Any: ...
+
+    def page(self, path: str) -> Callable[..., Any]: ...
+
+
+def register(app: PageHost, rt: State, static_dir: Path = STATIC_DIR) -> None:
     """Add /wallboard, /wallboard/static/<file> and /wallboard/events to the worker's web server."""
     html = (static_dir / "wallboard.html").read_bytes()
     assets = _load_assets(static_dir)

@@ -4,7 +4,8 @@
 Pages only read the runtime's snapshots. Plain aiohttp handlers on Faust's own web server
 (`mount` takes any aiohttp router, so the tests serve exactly these handlers). Who may read and
 write is decided in `auth`; Faust's own debug views (`/table`, `/router`, `/graph`, …) are
-switched off in `pipeline.app`: they answered whether a buyer exists and listed internal topics.
+switched off in `pipeline.faust_adapter`: they answered whether a buyer exists and listed
+internal topics.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import faust
 import orjson
 from aiohttp import web as aioweb
 
 from streams.export import api, auth, prometheus, wallboard
 from streams.export.execution import FieldError, parse_execution
-from streams.pipeline.runtime import Runtime, Sink
+from streams.ports import Sink
+from streams.state import Console
 
 MAX_BODY_BYTES = 16 * 1024
 Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
@@ -48,7 +49,7 @@ def _cross_site(request: aioweb.Request) -> bool:
 class Routes:
     """The handlers, bound to one runtime, sink and set of tokens."""
 
-    def __init__(self, rt: Runtime, sink: Sink, tokens: auth.Tokens) -> None:
+    def __init__(self, rt: Console, sink: Sink, tokens: auth.Tokens) -> None:
         self.rt = rt
         self.sink = sink
         self.tokens = tokens
@@ -129,14 +130,14 @@ class Routes:
         ]
 
 
-def mount(router: aioweb.UrlDispatcher, rt: Runtime, sink: Sink, tokens: auth.Tokens) -> None:
+def mount(router: aioweb.UrlDispatcher, rt: Console, sink: Sink, tokens: auth.Tokens) -> None:
     """Add the handlers to an aiohttp router."""
     for method, path, handler in Routes(rt, sink, tokens).table():
         router.add_route(method, path, handler)
 
 
-def register(app: faust.App, rt: Runtime, sink: Sink) -> None:
+def register(app: wallboard.PageHost, rt: Console, sink: Sink) -> None:
     """Mount the handlers and the wall-board on the worker's (Faust's aiohttp) web server."""
-    web_app: aioweb.Application = app.web.web_app  # type: ignore[attr-defined]
+    web_app: aioweb.Application = app.web.web_app
     mount(web_app.router, rt, sink, auth.Tokens.from_env())
     wallboard.register(app, rt)

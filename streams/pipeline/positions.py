@@ -1,6 +1,6 @@
 """Where each batch-delivered partition's handler stands, across seeks and dropped rounds.
 
-Pure bookkeeping for `fastpath.BatchConsumer`, apart so it can be tested without a broker.
+Pure bookkeeping for `faust_adapter.BatchConsumer`, apart so it can be tested without a broker.
 
 Why it is needed: after a rebalance Faust seeks every partition back to its committed offset,
 and the fetcher keeps fetching while that seek is under way. Records can then reach the

@@ -14,7 +14,7 @@ past `max_future_skew`, or makes a decoder or the conversation state machine rai
 record to the dead letter with its reason (a value of any size fits: see `events.dead_letter`)
 and the batch goes on. Errors of the worker's *own* state or of the broker (a changelog or facts
 write that fails, the aggregates raising on facts the worker wrote itself) still escape the
-handler and crash the worker, which recovers on restart (see `fastpath`): skipping those would
+handler and crash the worker, which recovers on restart (see `pipeline.faust_adapter`): skipping those would
 lose or double-count data silently.
 """
 
@@ -26,8 +26,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -44,25 +44,11 @@ from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
 from streams.domain.windows import month_start_ms, period_start_ms
 from streams.events import Rejected, dead_letter, decode_chat, decode_order, decode_rating
-from streams.pipeline.clock import Clock
 from streams.pipeline.partitioning import partition_of
+from streams.ports import Out, Record, Sink
+from streams.state import HEARTBEAT_GRACE_S, Clock, Health
 
 log = logging.getLogger(__name__)
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(slots=True)
-class Record:
-    """One consumed Kafka message, as much of it as the handlers need."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes] | None = None
-
 
 KIND_HEADER = "kefu-kind"
 # Aggregates-changelog record of the watermark, one per partition (ids hold no control
@@ -70,40 +56,11 @@ KIND_HEADER = "kefu-kind"
 WATERMARK_KEY = "\x00watermark:"
 NON_STR_KEYS = orjson.OPT_NON_STR_KEYS  # bucket records are keyed by int fact ids
 HEARTBEAT_INTERVAL_S = 2.0
-TICK_S = 0.5  # the refresh timer's period (see app.py)
-HEARTBEAT_GRACE_S = 10.0
-# Not ready once the broker has acked no heartbeat for this long (a broker away for 20 s must
-# show): a few missed heartbeats are a busy broker, not an outage.
-BROKER_READY_GRACE_S = 15.0
+TICK_S = 0.5  # the refresh timer's period (see streams.worker)
 Decoder = Callable[[bytes, int], InputEvent]
 DECODERS: dict[str, Decoder] = {
     "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
 }
-
-
-Out = tuple[bytes | None, bytes | None, int, Headers | None]  # key, value, partition, headers
-
-
-class Sink(Protocol):
-    """Sends messages; each returned awaitable resolves once the broker has them."""
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]: ...
-
-    async def send_many(
-        self, topic: str, records: Sequence[Out], *, seal: bool = False
-    ) -> Awaitable[Any]:
-        """Many records to one topic, in order within each partition; one awaitable.
-
-        `seal`: the write is a table changelog; make sure recovery reads all of it.
-        """
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,37 +93,6 @@ class Names:
         )
 
     chat_kind = "chat"
-
-
-@dataclass
-class Health:
-    """What /healthz, /readyz and the freshness gauges report."""
-
-    started_at: float = field(default_factory=time.time)
-    ready: bool = False
-    last_batch_at: float = 0.0
-    backlog: dict[int, int] = field(default_factory=dict)  # chat partition -> unread messages
-    facts_backlog: dict[int, int] = field(default_factory=dict)  # facts partition -> unread
-    broker_ok_at: float = field(default_factory=time.time)  # last heartbeat the broker acked
-
-    def broker_reachable(self, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        return now - self.broker_ok_at <= BROKER_READY_GRACE_S
-
-    def is_ready(self, now: float | None = None) -> bool:
-        """Recovered, and the broker acked a heartbeat within the grace: what /readyz says."""
-        return self.ready and self.broker_reachable(now)
-
-    def lag_seconds(self, watermark_s: float, now: float | None = None) -> float:
-        """How stale the numbers are: behind the input, or cut off from the broker.
-
-        A worker that cannot reach the broker sees no backlog and would report 0 — a quiet
-        room. Silence from the broker longer than a few heartbeats counts as lag instead.
-        """
-        now = time.time() if now is None else now
-        lag = max(0.0, now - watermark_s) if sum(self.backlog.values()) and watermark_s else 0.0
-        silent = now - self.broker_ok_at
-        return max(lag, silent) if silent > HEARTBEAT_GRACE_S else lag
 
 
 def stored(value: Any) -> Any:
@@ -372,7 +298,7 @@ class Runtime:
 
         Input errors of one record never escape: `Rejected` (the rules) and any other
         exception (a decoder bug some input found) both become that record's reason. Errors
-        of the worker's own state and of the broker still raise (see `fastpath`).
+        of the worker's own state and of the broker still raise (see `pipeline.faust_adapter`).
         """
         try:
             ev = decode(raw, max_bytes)

@@ -24,7 +24,7 @@ from streams.config import Config, parse_config
 from streams.domain.model import AgentSnapshot, WindowKpis
 from streams.export import wallboard
 from streams.export.wallboard import BoardFilter, board_state, token_ok
-from streams.pipeline.runtime import Health
+from streams.state import Health
 
 NOW_MS = 1_731_300_000_000
 

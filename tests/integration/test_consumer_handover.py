@@ -19,7 +19,7 @@ from faust.types import TP
 
 from streams.broker import EmbeddedBroker, ensure_topics
 from streams.config import Settings
-from streams.pipeline.fastpath import BatchApp, BatchConsumer
+from streams.pipeline.faust_adapter import BatchApp, BatchConsumer
 from tests.integration.harness import produce
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,8 @@ from streams.config import Config, Settings, default_config
 from streams.domain.model import ChatEvent
 from streams.domain.rules import AgentInfo, Lines, ShopRules
 from streams.pipeline.partitioning import partition_of
-from streams.pipeline.runtime import Headers, Names, Out, Record, Runtime
+from streams.pipeline.runtime import Names, Runtime
+from streams.ports import Headers, Out, Record
 from tests.domain.reference import reference_snapshots, snapshot_differences
 from tests.domain.strategies import TEAMS, Scenario, describe, scenarios, team_of
 

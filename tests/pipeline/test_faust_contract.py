@@ -21,7 +21,7 @@ from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.pipeline.fastpath import BatchApp, BatchConsumer
+from streams.pipeline.faust_adapter import BatchApp, BatchConsumer
 
 PINNED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
 

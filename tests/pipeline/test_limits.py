@@ -14,7 +14,8 @@ import orjson
 
 from streams.config import ConfigError, Settings, default_config, parse_config
 from streams.export import prometheus
-from streams.pipeline.runtime import Record, Runtime
+from streams.pipeline.runtime import Runtime
+from streams.ports import Record
 from tests.integration.harness import parse_metrics
 from tests.pipeline.test_runtime import RecordingSink
 

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 
 from streams.config import Settings, default_config
-from streams.pipeline.app import build_app
-from streams.pipeline.fastpath import BatchConsumer
+from streams.pipeline.faust_adapter import BatchConsumer
 from streams.pipeline.positions import Positions
+from streams.worker import build_app
 
 TP0, TP1 = ("conv-changelog", 0), ("conv-changelog", 1)
 

@@ -9,7 +9,9 @@ import orjson
 import pytest
 
 from streams.config import Settings, default_config
-from streams.pipeline.runtime import HEARTBEAT_GRACE_S, Health, Record, Runtime
+from streams.pipeline.runtime import Runtime
+from streams.ports import Record
+from streams.state import HEARTBEAT_GRACE_S, Health
 
 T0 = 1_731_290_000_000
 
@@ -170,7 +172,7 @@ async def test_a_restart_with_nothing_left_to_read_knows_how_far_the_input_went(
 def test_not_ready_while_the_broker_is_unreachable_past_the_grace() -> None:
     """With the broker gone, /readyz once stayed 200 and kefu_worker_ready 1: stale data must
     not look ready."""
-    from streams.pipeline.runtime import BROKER_READY_GRACE_S
+    from streams.state import BROKER_READY_GRACE_S
 
     now = 1_000_000.0
     assert Health(ready=True, broker_ok_at=now - 1.0).is_ready(now)

@@ -1,18 +1,17 @@
-"""A batch hook under Faust: whole fetches to the handlers, whole record batches to the broker.
+"""The batch consumer: Faust's fetch loop, with whole fetch rounds to the batch handlers.
 
 Why: Faust's stream machinery costs ~100-200 µs per message (a task per message in the fetch
 loop, an `Event`, a queue, per-event acking) — a do-nothing agent tops out at a few thousand
-events a second here, below what the KPI logic itself can do. This module keeps everything
+events a second here, below what the KPI logic itself can do. This consumer keeps everything
 Faust is good at (group membership, co-partitioned assignment, flow control during rebalances,
 offset commits from acks, changelog recovery of tables) and replaces only the per-message
 delivery for the worker's own topics:
 
-- `BatchConsumer._drain_messages` is Faust's fetch loop, but messages of topics with a batch
-  handler are tracked (`track_message`, so rebalances and shutdown wait for them), collected per
-  fetch round and given to their handler in one call; the handler's messages are acked when it
-  returns. Every other topic (the table changelogs during recovery) takes Faust's usual path.
-- `BatchSink.send_many` appends records to aiokafka `BatchBuilder`s, one per partition, with one
-  future per batch instead of one per record.
+`BatchConsumer._drain_messages` is Faust's fetch loop, but messages of topics with a batch
+handler are tracked (`track_message`, so rebalances and shutdown wait for them), collected per
+fetch round and given to their handler in one call; the handler's messages are acked when it
+returns. Every other topic (the table changelogs during recovery) takes Faust's usual path, or
+the bulk restore of `restore.BulkRestore`.
 
 Soundness: a handler runs only while flow is active (not during a rebalance); a round that
 arrives while flow is suspended, or while Faust seeks back to the committed offsets, is dropped
@@ -31,18 +30,16 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 
 from streams import failpoints
+from streams.pipeline.faust_adapter.restore import BulkRestore
 from streams.pipeline.positions import Positions
-from streams.pipeline.runtime import Headers, Out
 
 log = logging.getLogger(__name__)
 
 ROUND_FINISH_S = 30.0  # how long a stopping worker waits for the round in hand
-QUEUE_DRAIN_TURNS = 200  # event-loop turns a bulk restore waits for Faust's queue to empty
 BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
 TRACE = bool(os.environ.get("KEFU_TRACE_ROUNDS"))
 
@@ -69,12 +66,11 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return await super()._fetch_records(consumer, active_partitions, timeout, max_records)
 
 
-class BatchConsumer(faust_aiokafka.Consumer):
+class BatchConsumer(BulkRestore, faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with per-fetch batch delivery for registered topics."""
 
     batch_order: dict[BatchHandler, int]
     positions: Positions[Any]  # where each partition's handler stands across seeks (see there)
-    restored_in_bulk = 0  # changelog records of the recovery under way (read by on_recover)
     batch_topics: frozenset[str] = frozenset()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -252,94 +248,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 ack(message)
         await failpoints.ahit("round.acked")
 
-    async def _restoring_tables(self) -> dict[Any, Any] | None:
-        """Active changelog partitions of tables that restore in bulk, while Faust recovers them.
-
-        Faust's recovery takes each changelog record through the conductor, a queue and its
-        `_slurp_changelogs` loop (an event, a queue hand-off and a `wait_for` task per record:
-        ~200 µs, most of a restart's time for a day of state). Tables with
-        `apply_changelog_messages` take a whole fetch round of records in one call instead,
-        with the recovery's count of offsets read kept as Faust keeps it (`_restore`). Only
-        when nothing of Faust's own path is pending (its queue empty, after a few turns of the
-        loop for the records the last round handed it): records of one partition must be
-        applied in offset order.
-        """
-        recovery = getattr(self.app.tables, "recovery", None)
-        if recovery is None or not recovery.in_recovery:
-            return None
-        queue = self.app.tables.changelog_queue  # type: ignore[attr-defined]
-        for _ in range(QUEUE_DRAIN_TURNS):  # the last round's tail records, handed to Faust
-            if queue.empty():
-                break
-            await asyncio.sleep(0)
-        if not queue.empty() or not recovery.in_recovery:
-            return None
-        out = {
-            tp: table
-            for tp, table in recovery.tp_to_table.items()
-            if tp in recovery.active_tps and hasattr(table, "apply_changelog_messages")
-        }
-        return out or None
-
-    def _restore(self, restored: dict[Any, list[Message]], tables: dict[Any, Any]) -> list[Message]:
-        """Apply a round of changelog records to their tables, as `_slurp_changelogs` would.
-
-        The last record of each partition is returned, for Faust's own path: its recovery loop
-        then applies it and decides, as always, whether the recovery is over (and signals it).
-        """
-        app = self.app
-        recovery = app.tables.recovery  # type: ignore[attr-defined]
-        if not recovery.in_recovery or not app.flow_control.is_active():
-            # A rebalance: the recovery starts again and seeks its changelog partitions back
-            # to what it has applied (as when Faust abandons a callback on suspended flow).
-            return []
-        recovery.flush_buffers()  # events Faust's own path buffered are older: apply them first
-        offsets = recovery.active_offsets
-        active = recovery.active_tps
-        tail: list[Message] = []
-        for tp, messages in restored.items():
-            if tp not in active:
-                continue  # no longer recovered here (a rebalance since the round began)
-            seen = offsets.get(tp)
-            fresh = [m for m in messages if seen is None or m.offset > seen]
-            if not fresh:
-                continue
-            *bulk, last = fresh
-            if bulk:
-                tables[tp].apply_changelog_messages(bulk)
-                offsets[tp] = bulk[-1].offset
-                self.restored_in_bulk += len(bulk)
-                failpoints.hit("recovery.bulk_applied")
-            tail.append(last)
-        return tail
-
-    async def _deliver(self, message: Message) -> None:
-        """Faust's path for a message without a batch handler (see `_callback_unblocked`)."""
-        if self._callback_unblocked():  # the callback cannot wait: skip wait_first's two tasks
-            await self.callback(message)
-        else:
-            await self.wait_first(self.callback(message), self.suspend_flow.wait())
-
-    def _callback_unblocked(self) -> bool:
-        """Whether Faust's message callback would run to the end without waiting.
-
-        Messages of topics without a batch handler (the table changelogs, read during
-        recovery) take Faust's path: `wait_first(callback(message), suspend_flow.wait())`, so
-        that a rebalance can abandon a callback blocked on suspended flow, a full queue or a
-        full producer buffer. That costs two tasks per message (~50-100 µs here, most of a
-        recovery's time). When none of those can block, the plain call does the same work.
-        """
-        app = self.app
-        queue = app.tables.changelog_queue  # type: ignore[attr-defined]
-        buffer = app.producer.buffer
-        return (
-            not self.suspend_flow.is_set()
-            and app.flow_control.is_active()
-            and (queue.maxsize <= 0 or queue.qsize() < queue.maxsize - 1)
-            and buffer.size <= buffer.max_messages
-        )
-
-    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
+    async def _drain_messages(self, fetcher: Any) -> None:
         handlers = self._routes()
         if not handlers:
             await super()._drain_messages(fetcher)
@@ -421,104 +330,3 @@ class BatchConsumer(faust_aiokafka.Consumer):
         except Exception as exc:
             log.exception("batch handler failed: crashing the worker (it recovers on restart)")
             await self.app.crash(exc)
-
-
-class BatchTransport(faust_aiokafka.Transport):
-    Consumer = BatchConsumer
-
-
-class BatchApp(faust.App):
-    """A Faust app whose consumer delivers the topics of `batch_routes` in batches."""
-
-    batch_routes: list[tuple[list[str], BatchHandler]]
-    fetch_wait_ms: int | None = None  # None: Faust's 1500 ms
-
-    def _new_transport(self) -> Any:
-        return BatchTransport(self.conf.broker_consumer, self)
-
-    def route_batches(self, topics: Sequence[faust.TopicT], handler: BatchHandler) -> None:
-        """Deliver these topics' messages to `handler`, a fetch round at a time.
-
-        The topics are registered with the conductor so Faust subscribes to them, assigns
-        their partitions (co-partitioned by partition count) and commits their acked offsets.
-        """
-        if not hasattr(self, "batch_routes"):
-            self.batch_routes = []
-        names: list[str] = []
-        for topic in topics:
-            self.topics.add(topic)
-            names.extend(topic.topics)
-        self.batch_routes.append((names, handler))
-
-
-class BatchSink:
-    """`Sink` over Faust's producer; `send_many` fills one record batch per partition."""
-
-    def __init__(self, app: faust.App) -> None:
-        self.app = app
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
-        fut: Awaitable[Any] = await self.app.producer.send(
-            topic, key, value, partition, None, headers
-        )
-        return fut
-
-    async def send_many(
-        self, topic: str, records: Sequence[Out], *, seal: bool = False
-    ) -> Awaitable[Any]:
-        """Send records (in order within each partition); one awaitable for all of them.
-
-        `seal` (changelogs): end each partition's write with a one-record batch repeating its
-        last record. Some brokers (the embedded Tansu) answer ListOffsets(latest) with the
-        *last batch's base offset*, and Faust's recovery stops there — it would silently skip
-        the whole last batch of state. Sealed, it skips only the repeat.
-        """
-        if not records:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
-        # Handing the batches to the producer is shielded: a cancelled caller (shutdown) must
-        # not leave half a write — data without its seal — for a recovery to read.
-        return await asyncio.shield(self._enqueue(topic, records, seal))
-
-    async def _enqueue(self, topic: str, records: Sequence[Out], seal: bool) -> Awaitable[Any]:
-        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        by_partition: dict[int, list[Out]] = {}
-        for rec in records:
-            by_partition.setdefault(rec[2], []).append(rec)
-        futures: list[Awaitable[Any]] = []
-        for partition, recs in by_partition.items():
-            batch = producer.create_batch()
-            n = 0
-            for key, value, _, headers in recs:
-                if batch.append(timestamp=None, key=key, value=value, headers=headers or []) \
-                        is not None:
-                    n += 1
-                    continue
-                if n:  # full: send it and start the next one
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    n = 0
-                    if batch.append(timestamp=None, key=key, value=value,
-                                    headers=headers or []) is not None:
-                        n = 1
-                        continue
-                # larger than a batch on its own: the ordinary path (still in order: queued
-                # behind the batches already handed to the accumulator)
-                futures.append(await self.send(topic, key, value, partition, headers))
-            if n:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-            if seal:
-                key, value, _, headers = recs[-1]
-                batch = producer.create_batch()
-                batch.append(timestamp=None, key=key, value=value, headers=headers or [])
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return asyncio.gather(*futures)
-
