@@ -14,8 +14,8 @@ past `max_future_skew`, or makes a decoder or the conversation state machine rai
 record to the dead letter with its reason (a value of any size fits: see `events.dead_letter`)
 and the batch goes on. Errors of the worker's *own* state or of the broker (a changelog or facts
 write that fails, the aggregates raising on facts the worker wrote itself) still escape the
-handler and crash the worker, which recovers on restart (see `pipeline.faust_adapter`): skipping those would
-lose or double-count data silently.
+handler and crash the worker, which recovers on restart (see `pipeline.faust_adapter`):
+skipping those would lose or double-count data silently.
 """
 
 from __future__ import annotations
