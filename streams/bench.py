@@ -1030,7 +1030,7 @@ def profile_in_process(events: list[Any], cfg: Any) -> list[tuple[str, float, fl
     import cProfile
     import pstats
 
-    from streams.domain.engine import Engine
+    from streams.tooling.engine import Engine
 
     eng = Engine(cfg.rules, cfg.filters, cfg.team_of,
                  lambda shop, agent: cfg.lines(shop, cfg.team_of(agent)))
@@ -1198,9 +1198,9 @@ class Bench:
         """Decode + both domain stages in-process: the ceiling without Kafka and Faust."""
         try:
             from streams.config import load_config
-            from streams.domain.engine import Engine
             from streams.events import MAX_EVENT_BYTES, Rejected
             from streams.pipeline.runtime import DECODERS
+            from streams.tooling.engine import Engine
 
             cfg = load_config(self.config)
             values = [(DECODERS[r[0]], r[2]) for r in self.data.records]

@@ -3,16 +3,18 @@
 State is keyed by (shop, agent) and split into records (one per minute bucket, one for the
 'waiting now' map, one for the monotone counters) so that a batch rewrites only what it touched.
 Every fact is an upsert or delete by id, so redelivered facts change nothing. Buckets older than
-the longest window are expired here, not by the wall clock of a framework.
+the longest window are expired here, not by the wall clock of a framework. The per-agent state
+is `agent_state.AgentState`; its changelog records are written and read by `aggregates_codec`.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from streams.domain import aggregates_codec
+from streams.domain.agent_state import AgentState
 from streams.domain.buckets import Bucket, Summary, record_key
 from streams.domain.facts import (
     DEL,
@@ -38,58 +40,6 @@ LinesFor = Callable[[str, str], Lines]  # (shop, agent) -> lines
 TeamOf = Callable[[str], str]
 
 SEP = RECORD_SEP  # agent key + SEP + record name (a minute, "d<day>", "p", "t", "e")
-
-
-@dataclass(slots=True)
-class Totals:
-    """Counters for SLO burn rates: exact, and monotone so `rate()` never sees a fake reset.
-
-    A round is counted once its reply is older than the reorder window: until then a late
-    event may still retract or change it, and a counter must never go down.
-    """
-
-    rounds: int = 0
-    within: list[int] = field(default_factory=lambda: [0, 0, 0])
-    hist: list[int] = field(default_factory=lambda: [0] * len(HISTOGRAM_BUCKETS))
-    sum_ms: int = 0
-    uncounted: dict[int, tuple[int, int]] = field(default_factory=dict)  # fid -> (ts, ms)
-
-    def to_json(self) -> list[Any]:
-        pending = [[k, ts, ms] for k, (ts, ms) in self.uncounted.items()]
-        return [self.rounds, self.within, self.hist, self.sum_ms, pending]
-
-    @staticmethod
-    def from_json(v: list[Any]) -> Totals:
-        hist = list(v[2]) + [0] * (len(HISTOGRAM_BUCKETS) - len(v[2]))
-        pending = {int(r[0]): (int(r[1]), int(r[2])) for r in (v[4] if len(v) > 4 else ())}
-        return Totals(int(v[0]), list(v[1]), hist, int(v[3]), pending)
-
-
-class AgentState:
-    __slots__ = ("buckets", "days", "execution", "hours", "pending", "prefix", "totals")
-
-    def __init__(self) -> None:
-        self.buckets: dict[int, Bucket] = {}
-        self.hours: dict[int, Summary] = {}  # cache: finished hour (minute // 60) -> merged
-        # cache: (first, last) minute range -> merged; windows are "prefix + current minute"
-        self.prefix: dict[tuple[int, int], Summary] = {}
-        self.pending: dict[int, tuple[int, int, int]] = {}  # conversation -> (start, since, last)
-        self.totals = Totals()
-        self.days: dict[int, WindowKpis] = {}  # closed local days (start ms) -> summed KPIs
-        self.execution: dict[int, float] = {}  # period start ms -> supervisor points
-
-
-def _kpis_to_json(w: WindowKpis) -> dict[str, Any]:
-    d: dict[str, Any] = {name: getattr(w, name) for name in SUMMABLE if getattr(w, name)}
-    d["within"] = w.within
-    return d
-
-
-def _kpis_from_json(d: dict[str, Any]) -> WindowKpis:
-    w = WindowKpis(within={k: int(v) for k, v in d.get("within", {}).items()})
-    for name in SUMMABLE:
-        setattr(w, name, int(d.get(name, 0)))
-    return w
 
 
 class Aggregates:
@@ -222,22 +172,13 @@ class Aggregates:
         return out
 
     def record(self, key: str) -> Any:
+        """The changelog value of one record (see `aggregates_codec`); None: delete it."""
         akey, _, part = key.rpartition(SEP)
         shop, agent = split_agent_key(akey)
         st = self.agents.get((shop, agent))
         if st is None:
             return None
-        if part == "p":
-            return [[k, *v] for k, v in st.pending.items()] if st.pending else None
-        if part == "t":
-            return st.totals.to_json()
-        if part == "e":
-            return [[k, v] for k, v in st.execution.items()] if st.execution else None
-        if part.startswith("d"):
-            day = st.days.get(int(part[1:]))
-            return None if day is None else _kpis_to_json(day)
-        bucket = st.buckets.get(int(part))
-        return None if bucket is None or bucket.empty() else bucket.to_json()
+        return aggregates_codec.encode(st, part)
 
     def load(self, key: str, value: Any) -> None:
         """Restore one record read back from the changelog."""
@@ -246,29 +187,15 @@ class Aggregates:
         if value is None:
             st0 = self.agents.get((shop, agent))
             if st0 is not None:
-                if part.startswith("d"):
-                    st0.days.pop(int(part[1:]), None)
-                elif part.isdigit():
-                    st0.buckets.pop(int(part), None)
+                aggregates_codec.delete(st0, part)
             return
         st = self._state(shop, agent)
-        if part == "p":
-            st.pending = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in value}
-        elif part == "t":
-            st.totals = Totals.from_json(value)
+        aggregates_codec.decode(st, part, value)
+        if part == "t":
             # Rounds the writer had not counted yet (its *now* was earlier: another worker's
             # clock, or a tick that had not come yet). `advance` only looks again when *now*
             # moves forward, so those already settled by this *now* are counted here, or never.
             self._count_settled(st, shop, agent)
-        elif part == "e":
-            st.execution = {int(k): float(v) for k, v in value}
-        elif part.startswith("d"):
-            st.days[int(part[1:])] = _kpis_from_json(value)
-        else:
-            minute = int(part)
-            st.buckets[minute] = Bucket.from_json(value)
-            st.hours.pop(minute // 60, None)
-            st.prefix.clear()
         self.dirty_agents.add((shop, agent))
 
     def drop(self, keep: Callable[[str, str], bool]) -> None:

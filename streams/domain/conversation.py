@@ -6,13 +6,14 @@ of order: it drops repeated message ids, keeps the events of the last `reorder_w
 above a finalized `base`, and when an event lands inside the tail it replays the tail in `ts`
 order and emits the difference (deletes of facts that no longer hold, puts of new ones). So
 in-order and reordered arrival give the same facts, and the aggregates stay idempotent.
+Its changelog record is written and read by `conversation_codec`; `stage1` runs a batch of
+events through the conversations it touches.
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Any
 
 from streams.domain.attribution import OrderRec, Reply, attribute
 from streams.domain.facts import (
@@ -79,17 +80,6 @@ class Core:
             self.p_msg, self.p_first, self.p_counted, self.rounds_in_session, self.ad_from,
             self.ad_until,
         )
-
-    def to_list(self) -> list[Any]:
-        return [
-            self.session_open, self.last_ts, self.agent, self.assigned_at, self.p_start,
-            self.p_msg, self.p_first, self.p_counted, self.rounds_in_session, self.ad_from,
-            self.ad_until,
-        ]
-
-    @staticmethod
-    def from_list(v: list[Any]) -> Core:
-        return Core(*v)
 
     # -- the state machine -------------------------------------------------------------------
 
@@ -432,57 +422,3 @@ class Conversation:
     @property
     def last_ts(self) -> int:
         return self.head.last_ts
-
-    # -- persistence (changelog) -------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        p = self.pending
-        return {
-            "k": [self.shop, self.buyer],
-            "b": self.base.to_list(),
-            "t": [_event_to_list(e) for _, e, _ in self.tail],
-            "m": self.max_ts,
-            "s": sorted(self.seen),
-            "p": None if p is None else [p.agent, p.ts, p.a, p.b],
-            "r": [list(r) for r in self.replies],
-            "o": {k: rec.to_list() for k, rec in self.orders.items()},
-            "g": [[a, ts, score, sent] for (a, ts), (score, sent) in self.ratings.items()],
-            "ad": [[day, since] for day, since in self.ad_days.items()],
-            "fz": self.frozen_before,
-        }
-
-    @staticmethod
-    def identity(d: dict[str, Any]) -> tuple[str, str]:
-        """(shop, buyer) of a stored conversation: keys alone are ambiguous if ids hold ':'."""
-        return str(d["k"][0]), str(d["k"][1])
-
-    @staticmethod
-    def from_dict(d: dict[str, Any], ctx: Ctx) -> Conversation:
-        c = Conversation(ctx.shop, ctx.buyer)
-        c.base = Core.from_list(d["b"])
-        c.max_ts = int(d["m"])
-        c.seen = set(d["s"])
-        head = c.base.copy()
-        for row in d["t"]:
-            e = _event_from_list(row)
-            made: list[Fact] = []
-            head.apply(e, ctx, made)
-            c.tail.append(((e.ts, e.message_id), e, made))
-        c.head = head if c.tail else c.base
-        c.replies = [(int(ts), str(a)) for ts, a in d.get("r", ())]
-        c.orders = {k: OrderRec.from_list(v, ctx.shop) for k, v in d.get("o", {}).items()}
-        c.ratings = {(str(a), int(ts)): (int(sc), bool(se)) for a, ts, sc, se in d.get("g", ())}
-        c.ad_days = {int(day): int(since) for day, since in d.get("ad", ())}
-        c.frozen_before = int(d.get("fz", -1))
-        p = d.get("p")
-        if p is not None:
-            c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])
-        return c
-
-
-def _event_to_list(e: ChatEvent) -> list[Any]:
-    return [e.message_id, e.shop_id, e.buyer_id, e.sender, e.agent_id, e.ts, e.event, e.text]
-
-
-def _event_from_list(v: list[Any]) -> ChatEvent:
-    return ChatEvent(v[0], v[1], v[2], v[3], v[4], int(v[5]), v[6], v[7])

@@ -33,15 +33,15 @@ import orjson
 
 from streams import failpoints
 from streams.config import Config, Settings
-from streams.domain import scorecard
+from streams.domain import conversation_codec, scorecard
 from streams.domain.aggregates import SEP, Aggregates
 from streams.domain.conversation import Conversation
-from streams.domain.engine import ConversationStage, InputEvent
 from streams.domain.facts import EXECUTION, PUT, Fact, stable_hash
 from streams.domain.keys import agent_key, routing_key_of, split_agent_key
 from streams.domain.limits import OVER_LIMIT_TEAM, AgentLimits, is_overflow, overflow_partition
 from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
+from streams.domain.stage1 import ConversationStage, InputEvent
 from streams.domain.windows import month_start_ms, period_start_ms
 from streams.events import Rejected, dead_letter, decode_chat, decode_order, decode_rating
 from streams.pipeline.partitioning import partition_of
@@ -118,8 +118,8 @@ class ConversationTable(MutableMapping[str, Conversation]):
         if value is None:
             raise KeyError(key)
         value = stored(value)
-        shop, buyer = Conversation.identity(value)
-        conv = Conversation.from_dict(value, self.stage.ctx(shop, buyer))
+        shop, buyer = conversation_codec.identity(value)
+        conv = conversation_codec.decode(value, self.stage.ctx(shop, buyer))
         self.store[key] = conv
         return conv
 
@@ -286,7 +286,7 @@ class Runtime:
         parts = self.partitions
         state: list[Out] = []
         for ckey in touched:
-            state.append((ckey.encode(), orjson.dumps(convs[ckey].to_dict()),
+            state.append((ckey.encode(), orjson.dumps(conversation_codec.encode(convs[ckey])),
                           partition_of(routing_key_of(ckey), parts), None))
         if state:
             await (await sink.send_many(names.conv_changelog, state, seal=True))

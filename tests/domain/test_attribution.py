@@ -18,9 +18,9 @@ from decimal import Decimal
 
 import pytest
 
-from streams.domain.engine import Engine
 from streams.domain.model import AgentSnapshot, ChatEvent, OrderEvent, RatingEvent
 from streams.domain.rules import Filters, ShopRules, zone
+from streams.tooling.engine import Engine
 from tests.domain.business_reference import (
     BizKpis,
     BizSnapshot,
@@ -648,7 +648,7 @@ def test_B6_an_agent_with_only_closed_day_figures_is_still_exported() -> None:
 
 @BUG
 def test_B7_checkpoint_keeps_the_day_summaries() -> None:
-    """Crash simulation (Engine.checkpoint, streams/domain/engine.py) saves minute buckets,
+    """Crash simulation (Engine.checkpoint, streams/tooling/engine.py) saves minute buckets,
     pending and totals but not the day summaries ("d" records) nor execution points ("e"): a
     restore after a day closed loses that day from the month. (The worker persists "d" records
     through take_dirty, so this is the test double's gap, not the worker's.) Minimal: a paid
@@ -691,7 +691,7 @@ def test_B8_an_order_frozen_by_reply_pruning_still_takes_its_refund() -> None:
 @BUG
 def test_B8_the_same_after_a_crash_and_redelivery() -> None:
     """The form the crash property found it in: checkpoint after the payment, the rest lost in
-    the crash, restore, redelivery from offset 1. Conversation.to_dict/from_dict keep
+    the crash, restore, redelivery from offset 1. conversation_codec.encode/decode keep
     `frozen_before`, so the restored engine drops the redelivered refund the same way."""
     rules, now = lambda _s: RULES, T0 + 2 * DAY + MINUTE
     engine = Engine(rules, ADS)

@@ -32,9 +32,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, event, given, note, settings
 from hypothesis import strategies as st
 
-from streams.domain.engine import Engine
 from streams.domain.model import ChatEvent, OrderEvent, RatingEvent
 from streams.domain.rules import Filters, ShopRules, zone
+from streams.tooling.engine import Engine
 from tests.domain.business_reference import (
     ALL_WINDOWS,
     FIELDS,

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from streams.domain.engine import Engine
 from streams.domain.model import LEVELS, ChatEvent
 from streams.domain.rules import Filters, Lines, ShopRules
+from streams.tooling.engine import Engine
 from tests.domain.reference import BUCKETS, assert_same_snapshots, dedup, reference_snapshots
 from tests.domain.strategies import (
     AD_PATTERNS,

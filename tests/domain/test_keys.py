@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.domain import keys
-from streams.domain.engine import Engine
 from streams.domain.model import ChatEvent
 from streams.domain.rules import Filters, ShopRules
+from streams.tooling.engine import Engine
 
 T0 = 1_731_300_000_000
 RULES = ShopRules()

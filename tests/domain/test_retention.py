@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from streams.domain.engine import Engine
 from streams.domain.facts import DEL, PENDING, PUT, UNANSWERED
 from streams.domain.model import ChatEvent, OrderEvent
 from streams.domain.rules import Filters, ShopRules
+from streams.tooling.engine import Engine
 
 T0 = 1_731_290_000_000
 HOUR = 3_600_000

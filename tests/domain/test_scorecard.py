@@ -18,10 +18,10 @@ import pytest
 
 from streams.config import ConfigError, parse_config
 from streams.domain import scorecard
-from streams.domain.engine import Engine
 from streams.domain.model import AgentSnapshot, ChatEvent, OrderEvent, WindowKpis
 from streams.domain.rules import Filters, Lines, ShopRules, zone
 from streams.domain.scorecard import ScorecardRules, response_reach, score
+from streams.tooling.engine import Engine
 from tests.domain import business_reference as ref
 from tests.domain.reference import walk
 

@@ -1,0 +1,86 @@
+"""A conversation's changelog record: `encode` to a JSON-able dict, `decode` back.
+
+Why apart from `conversation`: the state machine changes for KPI reasons, the record format
+must not — every record already in a changelog is read back by it. Keys are one letter to keep
+the record small (one per conversation, rewritten on every batch that touches it):
+
+  k  [shop, buyer]                 identity (keys alone are ambiguous if ids hold ':')
+  b  Core fields, in order         the finalized state (`base`)
+  t  [event fields...] per event   the reorder tail, replayed on decode
+  m  max ts                        s  sorted message ids seen (de-duplication)
+  p  [agent, ts, a, b] | null      the 'waiting now' fact last emitted
+  r  [[ts, agent]...]              human replies kept for attribution
+  o  {order id: OrderRec list}     g  [[agent, ts, score, sent]...] ratings
+  ad [[day, since]...]             ad days        fz  frozen_before
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.domain.attribution import OrderRec
+from streams.domain.conversation import Conversation, Core, Ctx
+from streams.domain.facts import PENDING, PUT, Fact
+from streams.domain.model import ChatEvent
+
+
+def encode(c: Conversation) -> dict[str, Any]:
+    p = c.pending
+    return {
+        "k": [c.shop, c.buyer],
+        "b": _core_to_list(c.base),
+        "t": [_event_to_list(e) for _, e, _ in c.tail],
+        "m": c.max_ts,
+        "s": sorted(c.seen),
+        "p": None if p is None else [p.agent, p.ts, p.a, p.b],
+        "r": [list(r) for r in c.replies],
+        "o": {k: rec.to_list() for k, rec in c.orders.items()},
+        "g": [[a, ts, score, sent] for (a, ts), (score, sent) in c.ratings.items()],
+        "ad": [[day, since] for day, since in c.ad_days.items()],
+        "fz": c.frozen_before,
+    }
+
+
+def identity(d: dict[str, Any]) -> tuple[str, str]:
+    """(shop, buyer) of a stored conversation: keys alone are ambiguous if ids hold ':'."""
+    return str(d["k"][0]), str(d["k"][1])
+
+
+def decode(d: dict[str, Any], ctx: Ctx) -> Conversation:
+    """The conversation `encode` wrote; the tail is replayed to rebuild `head`."""
+    c = Conversation(ctx.shop, ctx.buyer)
+    c.base = Core(*d["b"])
+    c.max_ts = int(d["m"])
+    c.seen = set(d["s"])
+    head = c.base.copy()
+    for row in d["t"]:
+        e = _event_from_list(row)
+        made: list[Fact] = []
+        head.apply(e, ctx, made)
+        c.tail.append(((e.ts, e.message_id), e, made))
+    c.head = head if c.tail else c.base
+    c.replies = [(int(ts), str(a)) for ts, a in d.get("r", ())]
+    c.orders = {k: OrderRec.from_list(v, ctx.shop) for k, v in d.get("o", {}).items()}
+    c.ratings = {(str(a), int(ts)): (int(sc), bool(se)) for a, ts, sc, se in d.get("g", ())}
+    c.ad_days = {int(day): int(since) for day, since in d.get("ad", ())}
+    c.frozen_before = int(d.get("fz", -1))
+    p = d.get("p")
+    if p is not None:
+        c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])
+    return c
+
+
+def _core_to_list(core: Core) -> list[Any]:
+    return [
+        core.session_open, core.last_ts, core.agent, core.assigned_at, core.p_start,
+        core.p_msg, core.p_first, core.p_counted, core.rounds_in_session, core.ad_from,
+        core.ad_until,
+    ]
+
+
+def _event_to_list(e: ChatEvent) -> list[Any]:
+    return [e.message_id, e.shop_id, e.buyer_id, e.sender, e.agent_id, e.ts, e.event, e.text]
+
+
+def _event_from_list(v: list[Any]) -> ChatEvent:
+    return ChatEvent(v[0], v[1], v[2], v[3], v[4], int(v[5]), v[6], v[7])
