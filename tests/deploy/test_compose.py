@@ -259,7 +259,7 @@ def test_long_running_services_have_healthchecks() -> None:
 # ---- workers, simulator, Kafka ------------------------------------------------------------------
 
 
-# Every KEFU_* name the package reads (config.py's Settings, the CLI, the wall-board token).
+# Every KEFU_* name the package reads (streams/config/settings.py, the CLI, the wall-board token).
 KNOWN_KEFU_VARS = {name for path in (ROOT / "streams").rglob("*.py")
                    for name in re.findall(r'"(KEFU_[A-Z_]+)"', path.read_text("utf-8"))}
 
