@@ -19,8 +19,9 @@ Aggregation rules (the worker exports per-agent series; docs/metrics.md):
     (histogram_quantile over summed buckets), per agent from the worker's exact sketch;
   * a mean above agent level is weighted by its rounds.
 
-Metrics not exported yet (business KPIs, scorecard, consumer lag) already have panels; the query
-test lists them as pending (tests/integration/test_grafana_queries.py: PENDING_METRICS).
+Every metric a panel reads is exported by the worker, business KPIs and scorecard included:
+tests/integration/test_grafana_queries.py runs each panel's query against a worker fed a
+simulated day and fails on one that returns nothing (its PENDING_METRICS is empty).
 """
 
 from __future__ import annotations

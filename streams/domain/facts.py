@@ -50,6 +50,49 @@ class Fact(NamedTuple):
     a: int = 0
     b: int = 0
 
+    # What `a` and `b` mean depends on the kind (the wire keeps two plain ints). These name
+    # them; each is only meaningful for the kinds listed (others hold 0 there).
+
+    @property
+    def response_ms(self) -> int:
+        """ROUND, FIRST: the response time in ms."""
+        return self.a
+
+    @property
+    def buyer(self) -> int:
+        """ROUND, FIRST, UNANSWERED, AGENT_MSG, ORDER, PAID: the buyer's hash."""
+        return self.b
+
+    @property
+    def order(self) -> int:
+        """REFUND, ASSIST: the order's hash."""
+        return self.b
+
+    @property
+    def amount_units(self) -> int:
+        """PAID, REFUND: the amount in 1/MONEY_SCALE of the shop's currency."""
+        return self.a
+
+    @property
+    def score(self) -> int:
+        """RATING: the score, 1..5."""
+        return self.a
+
+    @property
+    def waiting_since(self) -> int:
+        """PENDING: when the agent's wait started (the round start, or a later assignment)."""
+        return self.a
+
+    @property
+    def last_event_ts(self) -> int:
+        """PENDING: the conversation's last event ts (idle conversations stop waiting)."""
+        return self.b
+
+    @property
+    def points(self) -> float:
+        """EXECUTION: the supervisor's points (a holds them ×100)."""
+        return self.a / 100
+
     def deleted(self) -> Fact:
         return self._replace(op=DEL)
 

@@ -1,8 +1,10 @@
 """`/metrics`: the snapshots in Prometheus text format (docs/metrics.md).
 
 Reads what the runtime computed; computes nothing. The KPI families are written straight to text
-because a worker exports ~90 series per agent and prometheus-client's object model costs ~10 µs
-a series (a second per scrape at 1,000 agents); process metrics still come from the client.
+because a worker exports ~170 series per agent (a busy one, with the business KPIs and its
+scorecard; tests/export/test_prometheus.py counts them) and prometheus-client's object model
+costs ~10 µs a series (a second per scrape at 1,000 agents); process metrics still come from
+the client. That test also reads this text back with the client's own parser.
 """
 
 from __future__ import annotations

@@ -1,0 +1,231 @@
+"""`streams.domain.conversation` on its own: the state machine's transitions, the
+de-duplication and reorder tail, retention, and the changelog codec's round trip."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+
+from streams.domain import conversation_codec
+from streams.domain.conversation import (
+    ACCEPTED,
+    DUPLICATE,
+    LATE,
+    ORDER_RETENTION_MS,
+    Conversation,
+    Core,
+    Ctx,
+)
+from streams.domain.facts import (
+    AGENT_MSG,
+    BUYER_MSG,
+    DEL,
+    FIRST,
+    ORDER,
+    PENDING,
+    PUT,
+    RATING,
+    ROUND,
+    UNANSWERED,
+    Fact,
+)
+from streams.domain.model import ChatEvent, OrderEvent, RatingEvent
+from streams.domain.rules import Filters, ShopRules
+
+T0 = 1_731_290_000_000  # 2024-11-11 09:53 Asia/Shanghai
+S = 1000
+RULES = ShopRules()
+CTX = Ctx("shop", "buyer", RULES, Filters())
+
+
+def chat(mid: str, sender: str, ts: int, agent: str | None = "a1",
+         event: str = "message") -> ChatEvent:
+    return ChatEvent(mid, "shop", "buyer", sender, agent, ts, event, "hi")  # type: ignore[arg-type]
+
+
+def feed(conv: Conversation, *events: ChatEvent) -> tuple[list[str], list[Fact]]:
+    out: list[Fact] = []
+    outcomes = [conv.process(ev, CTX, out) for ev in events]
+    conv.pending_changes(CTX, out)
+    return outcomes, out
+
+
+def kinds(facts: list[Fact], op: int = PUT) -> list[str]:
+    return [f.kind for f in facts if f.op == op]
+
+
+# -- the state machine (Core) ----------------------------------------------------------------
+
+
+def test_a_buyer_message_opens_a_session_and_a_round() -> None:
+    core = Core()
+    out: list[Fact] = []
+    core.apply(chat("m1", "buyer", T0), CTX, out)
+    assert core.session_open and core.agent == "a1"
+    assert (core.p_start, core.p_msg, core.p_first, core.p_counted) == (T0, "m1", True, True)
+    assert kinds(out) == [BUYER_MSG]
+    pending = core.pending_fact(CTX)
+    assert pending is not None and pending.kind == PENDING
+    assert (pending.waiting_since, pending.last_event_ts) == (T0, T0)
+
+
+def test_the_agents_reply_answers_the_first_round_with_its_response_time() -> None:
+    core = Core()
+    out: list[Fact] = []
+    core.apply(chat("m1", "buyer", T0), CTX, out)
+    core.apply(chat("m2", "buyer", T0 + 5 * S), CTX, out)  # same round: the clock keeps going
+    core.apply(chat("m3", "agent", T0 + 30 * S), CTX, out)
+    answered = [f for f in out if f.kind in (FIRST, ROUND)]
+    assert [(f.kind, f.response_ms, f.buyer) for f in answered] == [
+        (FIRST, 30 * S, CTX.buyer_hash)]
+    assert core.p_start == -1 and core.pending_fact(CTX) is None
+    core.apply(chat("m4", "buyer", T0 + 40 * S), CTX, out)
+    core.apply(chat("m5", "agent", T0 + 50 * S), CTX, out)
+    assert [f.kind for f in out if f.kind in (FIRST, ROUND)] == [FIRST, ROUND]
+
+
+def test_a_transfer_restarts_the_clock_for_the_new_agent_and_charges_the_old_one() -> None:
+    core = Core()
+    out: list[Fact] = []
+    core.apply(chat("m1", "buyer", T0), CTX, out)
+    late = T0 + RULES.unanswered_after_ms + S
+    core.apply(chat("t1", "system", late, agent="a2", event="transfer"), CTX, out)
+    assert [(f.kind, f.agent) for f in out if f.kind == UNANSWERED] == [(UNANSWERED, "a1")]
+    core.apply(chat("m2", "agent", late + 20 * S, agent="a2"), CTX, out)
+    first = next(f for f in out if f.kind == FIRST)
+    assert (first.agent, first.response_ms) == ("a2", 20 * S)
+
+
+def test_close_ends_the_session_and_idle_gap_starts_a_new_one() -> None:
+    core = Core()
+    out: list[Fact] = []
+    core.apply(chat("m1", "buyer", T0), CTX, out)
+    core.apply(chat("c1", "system", T0 + S, event="close"), CTX, out)
+    assert not core.session_open and core.agent is None and core.p_start == -1
+    core.apply(chat("m2", "buyer", T0 + 2 * S), CTX, out)
+    core.apply(chat("m3", "agent", T0 + 3 * S), CTX, out)
+    core.apply(chat("m4", "buyer", T0 + 3 * S + RULES.session_idle_ms + S), CTX, out)
+    assert core.p_first, "a buyer message after the idle gap is a new session's first round"
+
+
+def test_agent_messages_count_but_bot_messages_do_not_end_a_round() -> None:
+    core = Core()
+    out: list[Fact] = []
+    core.apply(chat("m1", "buyer", T0), CTX, out)
+    core.apply(chat("b1", "bot", T0 + S), CTX, out)
+    assert core.p_start == T0
+    core.apply(chat("m2", "agent", T0 + 2 * S), CTX, out)
+    assert kinds(out).count(AGENT_MSG) == 1 and core.p_start == -1
+
+
+# -- de-duplication and reordering (Conversation) ---------------------------------------------
+
+
+def test_a_repeated_message_id_is_a_duplicate_and_changes_nothing() -> None:
+    conv = Conversation("shop", "buyer")
+    feed(conv, chat("m1", "buyer", T0))
+    outcomes, out = feed(conv, chat("m1", "buyer", T0))
+    assert outcomes == [DUPLICATE] and out == []
+
+
+def test_reordered_arrival_gives_the_facts_of_in_order_arrival() -> None:
+    events = [chat("m1", "buyer", T0), chat("m2", "agent", T0 + 1500),
+              chat("m3", "buyer", T0 + 1800)]
+    in_order, reordered = Conversation("shop", "buyer"), Conversation("shop", "buyer")
+    _, a = feed(in_order, *events)
+    _, b = feed(reordered, events[0], events[2], events[1])
+
+    def net(facts: list[Fact]) -> set[Fact]:
+        live: dict[tuple[str, str, int], Fact] = {}
+        for f in facts:
+            if f.op == DEL:
+                live.pop((f.agent, f.kind, f.fid), None)
+            else:
+                live[(f.agent, f.kind, f.fid)] = f
+        return set(live.values())
+
+    assert net(a) == net(b)
+    assert conversation_codec.encode(in_order)["b"] == conversation_codec.encode(reordered)["b"]
+
+
+def test_an_event_older_than_the_reorder_window_is_late_but_applied() -> None:
+    conv = Conversation("shop", "buyer")
+    feed(conv, chat("m1", "buyer", T0 + 60 * S))
+    outcomes, _ = feed(conv, chat("m0", "agent", T0))
+    assert outcomes == [LATE]
+    assert conv.max_ts == T0 + 60 * S
+
+
+def test_orders_and_ratings_are_deduplicated_and_credited() -> None:
+    conv = Conversation("shop", "buyer")
+    feed(conv, chat("m1", "buyer", T0), chat("m2", "agent", T0 + 10 * S))
+    out: list[Fact] = []
+    order = OrderEvent("o1", "shop", "buyer", "created", Decimal("9.90"), T0 + 60 * S)
+    assert conv.process_order(order, CTX, out) == ACCEPTED
+    assert conv.process_order(order, CTX, out) == DUPLICATE
+    assert [(f.kind, f.agent) for f in out] == [(ORDER, "a1")]
+    rating = RatingEvent("shop", "buyer", "a1", 5, T0 + 120 * S)
+    assert conv.process_rating(rating, CTX, out) == ACCEPTED
+    assert conv.process_rating(rating, CTX, out) == DUPLICATE
+    assert [f.score for f in out if f.kind == RATING] == [5]
+
+
+# -- retention --------------------------------------------------------------------------------
+
+
+def test_expiry_waits_two_attribution_windows_and_order_retention() -> None:
+    conv = Conversation("shop", "buyer")
+    feed(conv, chat("m1", "buyer", T0))
+    window = RULES.attribution_window_ms
+    assert not conv.expired(T0 + 2 * window - 1, RULES)
+    assert conv.expired(T0 + 2 * window, RULES)
+    conv.process_order(OrderEvent("o1", "shop", "buyer", "created", Decimal(1), T0), CTX, [])
+    assert not conv.expired(T0 + 2 * window, RULES), "refunds of its orders may still come"
+    assert conv.expired(T0 + ORDER_RETENTION_MS, RULES)
+
+
+def test_close_out_materializes_the_unanswered_crossing_and_retracts_waiting() -> None:
+    conv = Conversation("shop", "buyer")
+    feed(conv, chat("m1", "buyer", T0))
+    assert conv.pending is not None
+    out: list[Fact] = []
+    conv.close_out(CTX, T0 + 2 * RULES.attribution_window_ms, out)
+    assert [(f.op, f.kind) for f in out] == [(PUT, UNANSWERED), (DEL, PENDING)]
+    assert conv.pending is None
+
+
+# -- the changelog codec ----------------------------------------------------------------------
+
+
+def _busy_conversation() -> Conversation:
+    conv = Conversation("shop", "buyer")
+    feed(conv, chat("m1", "buyer", T0), chat("m2", "agent", T0 + 10 * S),
+         chat("m3", "buyer", T0 + 20 * S))
+    conv.process_order(OrderEvent("o1", "shop", "buyer", "created", Decimal("5"), T0 + 30 * S),
+                       CTX, [])
+    conv.process_rating(RatingEvent("shop", "buyer", "a1", 4, T0 + 40 * S), CTX, [])
+    return conv
+
+
+def test_codec_round_trip_is_equal_through_json() -> None:
+    conv = _busy_conversation()
+    record = orjson.loads(orjson.dumps(conversation_codec.encode(conv)))
+    assert conversation_codec.identity(record) == ("shop", "buyer")
+    back = conversation_codec.decode(record, CTX)
+    assert conversation_codec.encode(back) == conversation_codec.encode(conv)
+    assert back.head == conv.head and back.base == conv.base and back.pending == conv.pending
+    # and it behaves the same afterwards
+    _, a = feed(conv, chat("m4", "agent", T0 + 50 * S))
+    _, b = feed(back, chat("m4", "agent", T0 + 50 * S))
+    assert a == b
+
+
+def test_codec_keeps_the_record_format() -> None:
+    """The keys are what changelogs already hold: changing one loses every stored state."""
+    record = conversation_codec.encode(_busy_conversation())
+    assert list(record) == ["k", "b", "t", "m", "s", "p", "r", "o", "g", "ad", "fz"]
+    assert record["k"] == ["shop", "buyer"]
+    assert len(record["b"]) == 11 and record["m"] == T0 + 20 * S
+    assert record["t"][-1] == ["m3", "shop", "buyer", "buyer", "a1", T0 + 20 * S, "message", "hi"]
+    assert record["g"] == [["a1", T0 + 40 * S, 4, True]]
