@@ -62,12 +62,15 @@ class Case:
     # The day starts with one conversation three days old: the idle sweep (which forgets a
     # conversation after two attribution windows, 48 h) then always has one to close out.
     with_old_conversation: bool = False
+    # A line the last worker must log: the recovery path the case is about was taken.
+    last_logs: str = ""
 
 
 CASES: dict[str, Case] = {
     # stage 1: input → conversation state with its outbox → facts → ack
     "dead-letter-sent": Case("stage1.dead_letter_sent=kill@3"),
-    "state-durable": Case("stage1.state_durable=kill@5"),  # state + outbox durable, facts not
+    "state-durable": Case("stage1.state_durable=kill@5",  # state + outbox durable, facts not
+                          last_logs="from the outboxes of recovered conversations"),
     "facts-durable": Case("stage1.facts_durable=kill@5"),  # both durable, input not acked
     "round-acked": Case("round.acked=kill@8"),
     # stage 2: facts → aggregate records → ack
@@ -206,6 +209,7 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
         for entry in filter(None, spec.last.split(";")):
             point = entry.strip().partition("=")[0]
             assert f"failpoint {point}:" in log, f"{point} was never reached"
+        assert spec.last_logs in log, f"the last worker never logged {spec.last_logs!r}"
     finally:
         for w in workers:
             w.stop()
@@ -215,7 +219,7 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
 # hand-over: one of two workers dies at a boundary, the other takes its partitions over
 
 HANDOVER_CASES = {
-    "stage1-facts-durable": "stage1.facts_durable=kill@3",
+    "stage1-state-durable": "stage1.state_durable=kill@3",  # the survivor re-sends the outboxes
     "stage2-durable": "stage2.durable=kill@2",
     "round-acked": "round.acked=kill@4",
 }
