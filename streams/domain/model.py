@@ -82,6 +82,7 @@ class WindowKpis:
     within: dict[str, int] = field(default_factory=dict)  # level -> rounds answered within line
     received: int = 0
     replied: int = 0
+    missed: int = 0  # 未回复人数: received buyers the agent has not replied to in the window
     agent_messages: int = 0
     buyer_messages: int = 0
     # business (docs/contract.md); money in 1/10000 units of the shop's currency, exact
@@ -147,7 +148,7 @@ class WindowKpis:
 
 MONEY_SCALE = 10_000
 SUMMABLE = (
-    "rounds", "rt_sum_ms", "first_rounds", "received", "replied", "agent_messages",
+    "rounds", "rt_sum_ms", "first_rounds", "received", "replied", "missed", "agent_messages",
     "buyer_messages", "inquiries", "converted", "ordered_buyers", "paid_buyers", "paid_orders",
     "sales_units", "refunded_orders", "refund_units", "assists", "ratings", "rating_sum",
     "ratings_good",
