@@ -28,9 +28,9 @@ from decimal import Decimal
 import pytest
 from kafka import KafkaProducer
 
-from streams.broker import EmbeddedBroker
 from streams.config import load_config
-from streams.simulate import Simulator
+from streams.tooling.broker import EmbeddedBroker
+from streams.tooling.simulate import Simulator
 from tests.integration.day import (
     BUYERS_PER_MINUTE,
     DAY_START_MS,

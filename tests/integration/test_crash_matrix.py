@@ -24,9 +24,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker
 from streams.config import load_config
-from streams.simulate import SimMessage, Simulator
+from streams.tooling.broker import EmbeddedBroker
+from streams.tooling.simulate import SimMessage, Simulator
 from tests.domain.reference import snapshot_differences
 from tests.integration.day import (
     DAY_START_MS,
