@@ -1,4 +1,4 @@
-"""`kefu-pulse`: demo, worker, simulate, replay, bench.
+"""`kefu-pulse`: demo, worker, simulate, replay, report, bench.
 
 Business rules come from one TOML file (`--config` or KEFU_CONFIG); deployment from KEFU_*
 environment variables (see the README). Errors in either stop the command with one clear line.
@@ -81,6 +81,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     n = run_replay(settings, Path(args.file), rate=args.rate)
     print(f"replayed {n} events from {args.file}", file=sys.stderr)
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The 绩效考核表 of one period from several workers into one CSV or XLSX file."""
+    from streams.report import run
+
+    return run(args.urls, args.period, args.format, args.out, args.lang, args.token,
+               args.timeout)
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
@@ -263,6 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file")
     r.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     r.set_defaults(func=cmd_replay)
+
+    rp = sub.add_parser("report", help="the scorecard (绩效考核表) of workers into CSV/XLSX")
+    rp.add_argument("urls", nargs="+", metavar="URL", help="worker base URLs, http://host:6066")
+    rp.add_argument("--period", default="month",
+                    help="today, month, or the current YYYY-MM / YYYY-MM-DD (default: month)")
+    rp.add_argument("--format", choices=("csv", "xlsx"), default=None,
+                    help="default: from the --out suffix")
+    rp.add_argument("--out", required=True, help="file to write")
+    rp.add_argument("--lang", choices=("zh", "en"), default="zh", help="column headers")
+    rp.add_argument("--token", default=None, help="read token (default: $KEFU_READ_TOKEN)")
+    rp.add_argument("--timeout", type=float, default=30.0, help="seconds per worker")
+    rp.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="measure the worker against a bare consumer",
                        lazy_arguments=_bench_arguments)

@@ -157,11 +157,22 @@ SUMMABLE = (
 
 @dataclass(slots=True)
 class ScoreCard:
-    """绩效考核表: points per item (docs/kpis.md), total out of 100, pass at the set score."""
+    """绩效考核表: points per item (docs/kpis.md), total out of 100, pass at the set score.
+
+    `actual`, `target` and `weights` say how each item's points came about, so the exported
+    table (GET /api/v1/scorecard) shows the figures a supervisor checks without recomputing
+    them; `period` names the local day or month the card scores, so an export never labels
+    yesterday's card as today's around midnight.
+    """
 
     items: dict[str, float] = field(default_factory=dict)
     total: float = 0.0
     passed: bool = False
+    actual: dict[str, float | None] = field(default_factory=dict)  # None = no data / not entered
+    target: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    pass_score: float = 70.0
+    period: str = ""  # "YYYY-MM-DD" (today) or "YYYY-MM" (month), shop time; "" = not set
 
 
 @dataclass(slots=True)
