@@ -20,10 +20,12 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # README.md* so the build works before the README exists (pyproject names it as the readme).
-COPY pyproject.toml README.md* ./
+# The dependencies come from the lock (exact versions, hashes checked), then the package alone.
+COPY pyproject.toml requirements.lock README.md* ./
 COPY streams ./streams
 RUN python -m venv /opt/kefu-pulse \
-    && /opt/kefu-pulse/bin/pip install . \
+    && /opt/kefu-pulse/bin/pip install --require-hashes -r requirements.lock \
+    && /opt/kefu-pulse/bin/pip install . --no-deps \
     && /opt/kefu-pulse/bin/kefu-pulse --help > /dev/null
 
 FROM ${PYTHON_IMAGE}

@@ -1,23 +1,47 @@
 # kefu-pulse developer entry points. CI runs `make test` through .ci/run.
 #
-# The virtualenv is rebuilt only when pyproject.toml changes (stamp file), so repeated
-# `make test` runs go straight to the checks.
+# The virtualenv is rebuilt only when pyproject.toml or the lock changes (stamp file), so
+# repeated `make test` runs go straight to the checks. It installs the exact versions of
+# requirements-test.lock (the runtime lock, requirements.lock, plus the test extra), hashes
+# checked, then the project itself without dependencies; `make lock` regenerates both locks.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
+LOCK   := requirements.lock
+TEST_LOCK := requirements-test.lock
+# uv resolves the locks; any uv works, this one is what they were made with.
+UV_VERSION ?= 0.13.9
 
-.PHONY: venv demo generate test test-deps test-deps-prometheus test-deps-browser lint clean distclean
+.PHONY: venv lock demo generate test test-deps test-deps-prometheus test-deps-browser lint clean distclean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kefu-pulse needs Python >= 3.11, found " + sys.version.split()[0])'
 	@# Recreate a venv whose interpreter is missing or broken (e.g. copied from another machine).
 	@$(BIN)/python -c 'import sys' 2>/dev/null || $(PYTHON) -m venv --clear $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+	  -r $(TEST_LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
+
+# Re-resolve both locks from pyproject.toml (after changing a dependency; then `make venv` and
+# commit both). Versions already locked are kept while pyproject still allows them; to move
+# everything to the newest allowed, `make lock LOCK_FLAGS=--upgrade`. Universal (every
+# platform's markers and wheel hashes) for Python 3.11, the oldest supported; the test lock is
+# constrained by the runtime lock so the two agree. Needs only an interpreter in .venv, so it
+# works while the current lock does not install.
+LOCK_FLAGS ?=
+lock:
+	@$(BIN)/python -c 'import sys' 2>/dev/null || $(PYTHON) -m venv --clear $(VENV)
+	@$(BIN)/uv --version 2>/dev/null | grep -q ' $(UV_VERSION)' || \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) --universal --python-version 3.11 \
+	  --generate-hashes --quiet -o $(LOCK)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) --universal --python-version 3.11 \
+	  --generate-hashes --quiet --extra test -c $(LOCK) -o $(TEST_LOCK)
 
 demo: venv
 	$(BIN)/kefu-pulse demo

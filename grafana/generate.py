@@ -595,6 +595,7 @@ def drilldown() -> Dashboard:
             ("回复率 Reply rate", ratio_of_sums(f"kefu_replied_buyers{{{w}}}",
                                              f"kefu_received_buyers{{{w}}}", keys),
              "percentunit", TH_REPLY),
+            ("未回复 Missed buyers", f"sum{by(keys)} (kefu_missed_buyers{{{w}}})", "short", None),
             ("问答比 Q/A", ratio_of_sums(f"kefu_agent_messages{{{w}}}",
                                        f"kefu_buyer_messages{{{w}}}", keys), "none", None),
             ("等待 Waiting", f"sum{by(keys)} (kefu_waiting_buyers{{{flt}}})", "short", TH_WAITING),

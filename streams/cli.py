@@ -1,7 +1,9 @@
-"""`kefu-pulse`: demo, worker, simulate, replay.
+"""`kefu-pulse`: demo, worker, simulate, replay, report, bench.
 
 Business rules come from one TOML file (`--config` or KEFU_CONFIG); deployment from KEFU_*
 environment variables (see the README). Errors in either stop the command with one clear line.
+Tooling (`streams.tooling`: broker, simulator, bench) is imported only inside the commands that
+use it, so a worker never loads it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
-from streams import bench, failpoints
+from streams import failpoints
 from streams.config import ConfigError, Settings, load_config
 
 
@@ -31,8 +34,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run one worker until SIGINT/SIGTERM. Several workers with the same KEFU_APP_ID share load."""
     import faust
 
-    from streams.broker import ensure_topics
     from streams.pipeline.runtime import Names
+    from streams.topics import ensure_topics
     from streams.worker import build_app
 
     settings = _settings()
@@ -63,7 +66,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streams.simulate import run_simulate
+    from streams.tooling.simulate import run_simulate
 
     settings = _settings()
     run_simulate(settings, rate=args.rate, seed=args.seed, duration=args.duration,
@@ -72,12 +75,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from streams.simulate import run_replay
+    from streams.tooling.simulate import run_replay
 
     settings = _settings()
     n = run_replay(settings, Path(args.file), rate=args.rate)
     print(f"replayed {n} events from {args.file}", file=sys.stderr)
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The 绩效考核表 of one period from several workers into one CSV or XLSX file."""
+    from streams.report import run
+
+    return run(args.urls, args.period, args.format, args.out, args.lang, args.token,
+               args.timeout)
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
@@ -101,8 +112,8 @@ def say(msg: str) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded broker + one worker + the simulator, until Ctrl-C; prints the URLs."""
-    from streams.broker import EmbeddedBroker
-    from streams.simulate import Simulator
+    from streams.tooling.broker import EmbeddedBroker
+    from streams.tooling.simulate import Simulator
 
     if args.port is None:
         args.port = _settings().web_port
@@ -195,10 +206,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
         say("stopped")
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streams.tooling.bench.runner import run_bench
+
+    return run_bench(args)
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from streams.tooling.bench.options import add_arguments
+
+    add_arguments(parser)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose options may be added only when its subcommand is the one being parsed.
+
+    `bench` has two dozen options defined with the benchmark; adding them on every start would
+    import tooling into each worker. argparse hands a subcommand's arguments to that
+    subparser's `parse_known_args`, so that is where they are added (and `bench --help` lists
+    them all).
+    """
+
+    def __init__(self, *args: Any,
+                 lazy_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy_arguments = lazy_arguments
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._lazy_arguments is not None:
+            add, self._lazy_arguments = self._lazy_arguments, None
+            add(self)
+        return super().parse_known_args(args, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kefu-pulse", description=__doc__)
     p.add_argument("--config", default=None, help="business rules TOML (default: $KEFU_CONFIG)")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     d = sub.add_parser("demo", help="embedded broker + worker + simulator; prints the URLs")
     # Default read in cmd_demo through Settings, so a bad KEFU_WEB_PORT is one clear line.
@@ -225,9 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     r.set_defaults(func=cmd_replay)
 
-    b = sub.add_parser("bench", help="measure the worker against a bare consumer")
-    bench.add_arguments(b)
-    b.set_defaults(func=bench.run_bench)
+    rp = sub.add_parser("report", help="the scorecard (绩效考核表) of workers into CSV/XLSX")
+    rp.add_argument("urls", nargs="+", metavar="URL", help="worker base URLs, http://host:6066")
+    rp.add_argument("--period", default="month",
+                    help="today, month, or the current YYYY-MM / YYYY-MM-DD (default: month)")
+    rp.add_argument("--format", choices=("csv", "xlsx"), default=None,
+                    help="default: from the --out suffix")
+    rp.add_argument("--out", required=True, help="file to write")
+    rp.add_argument("--lang", choices=("zh", "en"), default="zh", help="column headers")
+    rp.add_argument("--token", default=None, help="read token (default: $KEFU_READ_TOKEN)")
+    rp.add_argument("--timeout", type=float, default=30.0, help="seconds per worker")
+    rp.set_defaults(func=cmd_report)
+
+    b = sub.add_parser("bench", help="measure the worker against a bare consumer",
+                       lazy_arguments=_bench_arguments)
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -36,9 +36,9 @@ ENV = "KEFU_FAILPOINTS"
 POINTS: dict[str, str] = {
     "stage1.dead_letter_sent": "stage 1: a rejected record handed to the producer, batch "
                                "unfinished",
-    "stage1.facts_durable": "stage 1: the batch's facts acked by the broker, conversation state "
-                            "not written yet",
-    "stage1.state_durable": "stage 1: conversation state acked by the broker, input not acked",
+    "stage1.state_durable": "stage 1: conversation state (with its outbox) acked by the broker, "
+                            "facts not sent yet",
+    "stage1.facts_durable": "stage 1: the batch's facts acked by the broker, input not acked",
     "round.acked": "a fetch round's records acked in memory, offsets not committed",
     "stage2.applied": "stage 2: facts applied to the in-memory aggregates, records not written",
     "stage2.durable": "stage 2: aggregate records acked by the broker, facts not acked",

@@ -88,6 +88,7 @@ def build_app(
             log.info("changelog recovery: %d records restored in bulk", bulk)
             app.consumer.restored_in_bulk = 0  # type: ignore[attr-defined]
         n = rt.load_aggregates(aggregates.data)
+        await rt.resend_outboxes(sink)
         rt.paused = False
         rt.health.ready = True
         log.info("recovered %d aggregate records for partitions %s", n, sorted(rt.owned))

@@ -174,29 +174,15 @@ def test_the_graph_is_read() -> None:
     assert len(modules()) > 30
 
 
-# bench.py and bench_soak.py import each other lazily. They are being split into
-# `streams.tooling` (issue 10, tooling half): drop this exemption when that lands.
-KNOWN_TOOLING_CYCLES = [["streams.bench", "streams.bench_soak"]]
-
-
 def test_no_module_import_cycle() -> None:
     cycles = _cycles(internal_edges())
-    assert [c for c in cycles if c not in KNOWN_TOOLING_CYCLES] == [], (
-        f"modules importing each other in a circle: {cycles}")
+    assert not cycles, f"modules importing each other in a circle: {cycles}"
 
 
 def test_no_package_import_cycle() -> None:
     edges = {(package_of(a), package_of(b)) for a, b in internal_edges()}
     cycles = _cycles({(a, b) for a, b in edges if a != b})
-    assert [c for c in cycles if c not in KNOWN_TOOLING_CYCLES] == [], (
-        f"packages importing each other in a circle: {cycles}")
-
-
-def test_known_tooling_cycles_are_still_there() -> None:
-    """An exemption outliving its cycle would hide the next one: remove it once fixed."""
-    cycles = _cycles(internal_edges())
-    gone = [c for c in KNOWN_TOOLING_CYCLES if c not in cycles]
-    assert not gone, f"fixed, remove from KNOWN_TOOLING_CYCLES: {gone}"
+    assert not cycles, f"packages importing each other in a circle: {cycles}"
 
 
 def test_the_cycle_check_can_fail() -> None:

@@ -329,6 +329,7 @@ class Aggregates:
         w.first_rounds = len(frts)
         w.replied = len(s.replied)
         w.received = len(received)
+        w.missed = len(received - s.replied)
         w.agent_messages = s.agent_messages
         w.buyer_messages = s.buyer_messages
         w.inquiries = len(s.inquired)

@@ -82,6 +82,7 @@ class WindowKpis:
     within: dict[str, int] = field(default_factory=dict)  # level -> rounds answered within line
     received: int = 0
     replied: int = 0
+    missed: int = 0  # 未回复人数: received buyers the agent has not replied to in the window
     agent_messages: int = 0
     buyer_messages: int = 0
     # business (docs/contract.md); money in 1/10000 units of the shop's currency, exact
@@ -147,7 +148,7 @@ class WindowKpis:
 
 MONEY_SCALE = 10_000
 SUMMABLE = (
-    "rounds", "rt_sum_ms", "first_rounds", "received", "replied", "agent_messages",
+    "rounds", "rt_sum_ms", "first_rounds", "received", "replied", "missed", "agent_messages",
     "buyer_messages", "inquiries", "converted", "ordered_buyers", "paid_buyers", "paid_orders",
     "sales_units", "refunded_orders", "refund_units", "assists", "ratings", "rating_sum",
     "ratings_good",
@@ -156,11 +157,22 @@ SUMMABLE = (
 
 @dataclass(slots=True)
 class ScoreCard:
-    """绩效考核表: points per item (docs/kpis.md), total out of 100, pass at the set score."""
+    """绩效考核表: points per item (docs/kpis.md), total out of 100, pass at the set score.
+
+    `actual`, `target` and `weights` say how each item's points came about, so the exported
+    table (GET /api/v1/scorecard) shows the figures a supervisor checks without recomputing
+    them; `period` names the local day or month the card scores, so an export never labels
+    yesterday's card as today's around midnight.
+    """
 
     items: dict[str, float] = field(default_factory=dict)
     total: float = 0.0
     passed: bool = False
+    actual: dict[str, float | None] = field(default_factory=dict)  # None = no data / not entered
+    target: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    pass_score: float = 70.0
+    period: str = ""  # "YYYY-MM-DD" (today) or "YYYY-MM" (month), shop time; "" = not set
 
 
 @dataclass(slots=True)

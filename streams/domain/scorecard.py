@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from streams.domain.model import AgentSnapshot, ScoreCard, WindowKpis
 from streams.domain.rules import Lines, ShopRules, zone
@@ -64,22 +65,50 @@ def score(
     lines: Lines,
     rules: ScorecardRules,
 ) -> ScoreCard:
+    """One period's card. Besides the points it keeps each item's actual value and target (the
+    warning line for response time, the weight for execution), which the exported table shows.
+    Execution's actual value is what a supervisor entered, None until then."""
     w = rules.weights
-    reach = {
-        "target_completion": _reach(completion, 1.0),
-        "conversion": _reach(kpis.conversion_rate, rules.conversion_target),
-        "payment_success": _reach(kpis.payment_success_rate, rules.payment_success_target),
-        "aov": _reach(kpis.average_order_value, rules.aov_target),
-        "reply_rate": _reach(kpis.reply_rate, rules.reply_rate_target),
-        "response_time": response_reach(rt_mean, lines),
+    actual: dict[str, float | None] = {
+        "target_completion": completion,
+        "conversion": kpis.conversion_rate,
+        "payment_success": kpis.payment_success_rate,
+        "aov": kpis.average_order_value,
+        "reply_rate": kpis.reply_rate,
+        "response_time": rt_mean,
+        "execution": execution,
     }
+    target = {
+        "target_completion": 1.0,
+        "conversion": rules.conversion_target,
+        "payment_success": rules.payment_success_target,
+        "aov": rules.aov_target,
+        "reply_rate": rules.reply_rate_target,
+        "response_time": lines.warning,
+        "execution": w.get("execution", 0.0),
+    }
+    reach = {
+        item: _reach(actual[item], target[item])
+        for item in ("target_completion", "conversion", "payment_success", "aov", "reply_rate")
+    }
+    reach["response_time"] = response_reach(rt_mean, lines)
     items = {item: round(w.get(item, 0.0) * r, 4) for item, r in reach.items()}
     weight = w.get("execution", 0.0)
     if execution is None:
         execution = weight if rules.execution_default is None else rules.execution_default
     items["execution"] = max(0.0, min(weight, execution))
     total = round(sum(items.values()), 4)
-    return ScoreCard(items=items, total=total, passed=total >= rules.pass_score)
+    return ScoreCard(items=items, total=total, passed=total >= rules.pass_score, actual=actual,
+                     target=target, weights={item: w.get(item, 0.0) for item in ITEMS},
+                     pass_score=rules.pass_score)
+
+
+@lru_cache(maxsize=1024)
+def period_label(start_ms: int, tz: str, fmt: str) -> str:
+    """The local date (`%Y-%m-%d`) or month (`%Y-%m`) a period starting at `start_ms` names.
+
+    Cached: every agent of a shop asks for the same few starts on each snapshot round."""
+    return datetime.fromtimestamp(start_ms / 1000, zone(tz)).strftime(fmt)
 
 
 def days_in_month(now_ms: int, shop: ShopRules) -> int:
@@ -117,3 +146,5 @@ def fill(
             month, snap.month_rt_mean, done_month, execution.get(month_start), lines, rules
         ),
     }
+    snap.score["today"].period = period_label(day_start, shop.timezone, "%Y-%m-%d")
+    snap.score["month"].period = period_label(month_start, shop.timezone, "%Y-%m")

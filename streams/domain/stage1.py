@@ -16,10 +16,11 @@ from streams.domain.rules import Filters, ShopRules
 
 RulesFor = Callable[[str], ShopRules]
 # Events (message ids, orders, ratings) one conversation may remember. Its state is one
-# changelog record: with 128-character ids this keeps it well under the producer's ~1 MB request
-# limit (a record it cannot write would crash the worker at every restart). A producer that puts
-# every message on one buyer gets its excess dead-lettered (`limit:conversation`) instead.
-MAX_CONVERSATION_RECORDS = 4_000
+# changelog record: with 128-character ids this keeps it (~800 KB, plus an outbox of at most
+# ~25 KB, see `streams.pipeline.outbox`) well under the producer's ~1 MB request limit (a record
+# it cannot write would crash the worker at every restart). A producer that puts every message
+# on one buyer gets its excess dead-lettered (`limit:conversation`) instead.
+MAX_CONVERSATION_RECORDS = 3_600
 InputEvent = ChatEvent | OrderEvent | RatingEvent
 
 
@@ -68,10 +69,14 @@ class ConversationStage:
         self,
         events: Sequence[InputEvent],
         load: Callable[[str, Ctx], Conversation | None] | None = None,
+        emitted_by: dict[str, list[Fact]] | None = None,
     ) -> tuple[list[Fact], set[str]]:
         """Apply chat, order and rating events in arrival order.
 
-        Returns the facts and the keys of the conversations whose state changed.
+        Returns the facts and the keys of the conversations whose state changed. With
+        `emitted_by`, each touched conversation's own facts are also filed under its key: the
+        runtime writes them into that conversation's state record (its outbox), so the state
+        and the facts it made become durable in one write.
         """
         facts: list[Fact] = []
         touched: dict[str, tuple[Conversation, Ctx]] = {}
@@ -107,6 +112,11 @@ class ConversationStage:
             except Exception as exc:  # an input the state machine cannot take: that event only
                 del facts[emitted:]
                 failed.append((index, f"error:{type(exc).__name__}"))
-        for conv, ctx in touched.values():
+            if emitted_by is not None and len(facts) > emitted:
+                emitted_by.setdefault(key, []).extend(facts[emitted:])
+        for key, (conv, ctx) in touched.items():
+            emitted = len(facts)
             conv.pending_changes(ctx, facts)
+            if emitted_by is not None and len(facts) > emitted:
+                emitted_by.setdefault(key, []).extend(facts[emitted:])
         return facts, set(touched)

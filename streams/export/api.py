@@ -26,6 +26,7 @@ def _window(w: WindowKpis) -> dict[str, Any]:
         "within_target_ratio": {level: w.within_ratio(level) for level in LEVELS},
         "received_buyers": w.received,
         "replied_buyers": w.replied,
+        "missed_buyers": w.missed,
         "reply_rate": w.reply_rate,
         "agent_messages": w.agent_messages,
         "buyer_messages": w.buyer_messages,

@@ -48,6 +48,7 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_rounds_within_target_ratio": ("gauge", "Share of rounds answered within a line."),
     "kefu_reply_rate": ("gauge", "Replied buyers / received buyers (回复率)."),
     "kefu_received_buyers": ("gauge", "Buyers in the reply-rate denominator."),
+    "kefu_missed_buyers": ("gauge", "Received buyers not replied to in the window (未回复人数)."),
     "kefu_replied_buyers": ("gauge", "Buyers whose question got a human reply."),
     "kefu_qa_ratio": ("gauge", "Agent human messages / buyer messages assigned (问答比)."),
     "kefu_agent_messages": ("gauge", "Human messages sent by the agent in the window."),
@@ -190,6 +191,7 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
         out["kefu_first_rounds"].append(f"{{{wl}}} {w.first_rounds}")
         out["kefu_received_buyers"].append(f"{{{wl}}} {w.received}")
         out["kefu_replied_buyers"].append(f"{{{wl}}} {w.replied}")
+        out["kefu_missed_buyers"].append(f"{{{wl}}} {w.missed}")
         out["kefu_agent_messages"].append(f"{{{wl}}} {w.agent_messages}")
         out["kefu_buyer_messages"].append(f"{{{wl}}} {w.buyer_messages}")
         for q, v in w.rt_quantiles.items():
@@ -219,6 +221,7 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
         out["kefu_rounds"].append(f"{{{wl}}} {m.rounds}")
         out["kefu_received_buyers"].append(f"{{{wl}}} {m.received}")
         out["kefu_replied_buyers"].append(f"{{{wl}}} {m.replied}")
+        out["kefu_missed_buyers"].append(f"{{{wl}}} {m.missed}")
         if m.reply_rate is not None:
             out["kefu_reply_rate"].append(f"{{{wl}}} {_num(m.reply_rate)}")
         if s.month_rt_mean is not None:

@@ -187,6 +187,7 @@ def _agent_tile(
         "rounds_today": today.rounds,
         "mean_today": _r(today.rt_mean if today.rounds else None),
         "reply_rate_today": _r(today.reply_rate, 4),
+        "missed_today": today.missed,
         "lines": {
             "warning": lines.warning,
             "critical": lines.critical,

@@ -1,5 +1,5 @@
 """The worker's HTTP surface (docs/interfaces.md): /metrics, /api/v1/agents,
-/api/v1/execution, /healthz, /readyz, and the wall-board.
+/api/v1/scorecard, /api/v1/execution, /healthz, /readyz, and the wall-board.
 
 Pages only read the runtime's snapshots. Plain aiohttp handlers on Faust's own web server
 (`mount` takes any aiohttp router, so the tests serve exactly these handlers). Who may read and
@@ -10,13 +10,14 @@ internal topics.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web as aioweb
 
-from streams.export import api, auth, prometheus, wallboard
+from streams.export import api, auth, prometheus, scorecard_api, wallboard
 from streams.export.execution import FieldError, parse_execution
 from streams.ports import Sink
 from streams.state import Console
@@ -75,6 +76,25 @@ class Routes:
         return aioweb.Response(body=api.agents_json(self.rt), content_type="application/json",
                                headers=_NO_STORE)
 
+    async def scorecard(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        """The 绩效考核表 (scorecard_api): it names agents, so it is a read like /api/v1/agents."""
+        denied = self.read_denied(request)
+        if denied is not None:
+            return denied
+        if not self.rt.health.ready:
+            return _json({"error": "the worker is still recovering its state; try again"}, 503,
+                         {"Retry-After": "5"})
+        try:
+            q = scorecard_api.parse_query(request.query)
+            doc = scorecard_api.document(self.rt.snapshots.values(), self.rt.config, q.period,
+                                         self.rt.clock.now_ms())
+        except scorecard_api.ScorecardError as exc:
+            return _json(exc.body(), exc.status)
+        # An XLSX of thousands of agents takes a while: off the loop that processes events.
+        body, ctype, headers = await asyncio.to_thread(scorecard_api.render, doc, q)
+        return aioweb.Response(body=body, content_type=ctype, headers={**_NO_STORE, **headers},
+                               charset="utf-8" if ctype == "text/csv" else None)
+
     async def execution(self, request: aioweb.Request) -> aioweb.StreamResponse:
         """POST {"shop", "agent", "period": "today"|"month"|"YYYY-MM(-DD)", "points"}."""
         if not self.tokens.api:
@@ -124,6 +144,7 @@ class Routes:
         return [
             ("GET", "/metrics", self.metrics),
             ("GET", "/api/v1/agents", self.agents),
+            ("GET", "/api/v1/scorecard", self.scorecard),
             ("POST", "/api/v1/execution", self.execution),
             ("GET", "/healthz", self.healthz),
             ("GET", "/readyz", self.readyz),

@@ -44,6 +44,7 @@ from streams.domain.rules import MINUTE_MS, Lines
 from streams.domain.stage1 import ConversationStage, InputEvent
 from streams.domain.windows import month_start_ms, period_start_ms
 from streams.events import Rejected, dead_letter, decode_chat, decode_order, decode_rating
+from streams.pipeline import outbox
 from streams.pipeline.partitioning import partition_of
 from streams.ports import Out, Record, Sink
 from streams.state import HEARTBEAT_GRACE_S, Clock, Health
@@ -54,6 +55,8 @@ KIND_HEADER = "kefu-kind"
 # Aggregates-changelog record of the watermark, one per partition (ids hold no control
 # characters, so no agent record can have this key).
 WATERMARK_KEY = "\x00watermark:"
+# Events of one conversation decided per write when a batch floods it (see `_input_batch`).
+OUTBOX_EVENTS_MAX = 500
 NON_STR_KEYS = orjson.OPT_NON_STR_KEYS  # bucket records are keyed by int fact ids
 HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see streams.worker)
@@ -130,10 +133,10 @@ class ConversationTable(MutableMapping[str, Conversation]):
         del self.store[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.store)
+        return (key for key in self.store if not outbox.is_marker(key))
 
     def __len__(self) -> int:
-        return len(self.store)
+        return sum(1 for _ in self)
 
 
 class Runtime:
@@ -177,6 +180,8 @@ class Runtime:
         # Agents to re-snapshot, oldest change first, with the time they were queued.
         self._stale: dict[tuple[str, str], int] = {}
         self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
+        # Changelog partitions whose outbox marker lists facts that are delivered by now.
+        self.outbox_listed: set[int] = set()
 
     def _lines_for(self, shop: str, agent: str) -> Lines:
         return self.config.lines(shop, self._team_of(agent))
@@ -239,7 +244,6 @@ class Runtime:
         sources: list[tuple[Record, str]] = []  # each good event's record and topic
         counts = self.events_total
         max_bytes = self.settings.max_event_bytes
-        marks = self.partition_watermarks
         for rec in records:
             self.last_offsets[(rec.topic, rec.partition)] = rec.offset
             kind, decode = self._decoder(rec)
@@ -260,7 +264,24 @@ class Runtime:
             sources.append((rec, topic))
         if rekeyed:
             early.append(await sink.send_many(names.rekey, rekeyed))
-        facts, touched = self.stage1.process_batch(good)
+        # A conversation's outbox holds what it made in one write: a flood on one conversation
+        # is decided in slices so that its record stays well under the producer's size limit.
+        step = len(good)
+        if step > OUTBOX_EVENTS_MAX and max(
+                Counter(ev.state_key for ev in good).values()) > OUTBOX_EVENTS_MAX:
+            step = OUTBOX_EVENTS_MAX
+        for start in range(0, max(len(good), 1), max(step, 1)):
+            await self._decide(good[start:start + step], sources[start:start + step], early, sink)
+            early = []
+        self.health.last_batch_at = time.time()
+
+    async def _decide(self, good: Sequence[InputEvent], sources: Sequence[tuple[Record, str]],
+                      early: list[Awaitable[Any]], sink: Sink) -> None:
+        """Run the state machine over events, then make its state and facts durable."""
+        counts = self.events_total
+        marks = self.partition_watermarks
+        made_by: dict[str, list[Fact]] = {}
+        facts, touched = self.stage1.process_batch(good, emitted_by=made_by)
         failed = {index for index, _ in self.stage1.failed}
         for index, reason in self.stage1.failed:
             rec, topic = sources[index]
@@ -277,21 +298,23 @@ class Runtime:
                 if n:
                     counts[(self.topic_of_kind[kind], outcome)] += n
                     outcomes[outcome] = 0
-        early.extend(await self._send_facts(facts, sink))
-        if early:
-            await asyncio.gather(*early)
-        await failpoints.ahit("stage1.facts_durable")
-        # Facts are durable: now the state that says they were produced.
+        # The state first, each record with the facts it made (its outbox), then the facts:
+        # a crash in between leaves a state that remembers its facts (see `outbox`).
         convs = self.stage1.conversations
         parts = self.partitions
-        state: list[Out] = []
-        for ckey in touched:
-            state.append((ckey.encode(), orjson.dumps(conversation_codec.encode(convs[ckey])),
-                          partition_of(routing_key_of(ckey), parts), None))
+        state, listed = outbox.state_records(
+            touched, made_by, lambda key: conversation_codec.encode(convs[key]),
+            lambda key: partition_of(routing_key_of(key), parts))
         if state:
-            await (await sink.send_many(names.conv_changelog, state, seal=True))
+            early.append(await sink.send_many(self.names.conv_changelog, state, seal=True))
+        if early:
+            await asyncio.gather(*early)
         await failpoints.ahit("stage1.state_durable")
-        self.health.last_batch_at = time.time()
+        futures = await self._send_facts(facts, sink)
+        if futures:
+            await asyncio.gather(*futures)
+        self.outbox_listed |= listed  # delivered: their markers are emptied at the next tick
+        await failpoints.ahit("stage1.facts_durable")
 
     def _check(self, decode: Decoder, raw: bytes, max_bytes: int) -> InputEvent | str:
         """The decoded event, or the reason to dead-letter it.
@@ -452,6 +475,7 @@ class Runtime:
         parts = self.partitions
         for key in [k for k in store if partition_of(routing_key_of(k), parts) not in self.owned]:
             del store[key]
+        self.outbox_listed &= self.owned
 
     def load_aggregates(self, store: MutableMapping[str, Any]) -> int:
         """Move recovered aggregate records of owned partitions from the table into memory."""
@@ -471,6 +495,34 @@ class Runtime:
                 n += 1
         store.clear()  # the domain objects are the live copy; the changelog is the durable one
         return n
+
+    async def resend_outboxes(self, sink: Sink) -> int:
+        """After recovery: send again the facts of states that were written just before a crash.
+
+        Runs before any input of the new assignment: a replayed event the recovered state
+        already holds is a duplicate and makes no fact, so its facts come from here.
+        """
+        convs = self.stage1.conversations
+        if not isinstance(convs, ConversationTable):
+            return 0
+        async with self.stage1_lock:
+            facts = outbox.take_pending(convs.store, sorted(self.owned), stored)
+            futures = await self._send_facts(facts, sink)
+            if futures:
+                await asyncio.gather(*futures)
+        if facts:
+            log.info("re-sent %d facts from the outboxes of recovered conversations", len(facts))
+        return len(facts)
+
+    async def clear_outboxes(self, sink: Sink) -> None:
+        """Empty the markers whose facts are acknowledged, so a restart re-sends nothing old."""
+        async with self.stage1_lock:  # a batch writes markers too: never in between
+            if not self.outbox_listed:
+                return
+            records = outbox.cleared_markers(self.outbox_listed & self.owned)
+            self.outbox_listed.clear()
+            if records:
+                await sink.send_many(self.names.conv_changelog, records)
 
     async def sweep_conversations(self, now: int, sink: Sink) -> int:
         """Forget idle conversations: closing facts first (durable), then the tombstones."""
@@ -522,6 +574,7 @@ class Runtime:
         if minute == self._snapshot_minute and self._swept_minute != minute:
             self._swept_minute = minute
             await self.sweep_conversations(now, sink)
+        await self.clear_outboxes(sink)
         self.refresh_snapshots(now, self.snapshot_budget())
 
     def snapshot_budget(self) -> float:

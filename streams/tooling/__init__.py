@@ -1,2 +1,6 @@
-"""Tooling: what measures, feeds and tests the worker, apart from the product (no worker
-module imports it; tests/test_architecture.py checks that)."""
+"""Tooling around the product: the embedded broker, the simulator and the benchmark.
+
+None of it runs inside a production worker. `streams.cli` imports it only inside the commands
+that need it (`demo`, `simulate`, `replay`, `bench`), so a worker never loads it, and the
+integration tests drive workers through the same `worker.WorkerProcess` the benchmark uses.
+"""

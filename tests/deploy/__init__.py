@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -22,6 +21,8 @@ from typing import IO, Any
 
 import orjson
 import pytest
+
+from streams.tooling.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -107,12 +108,6 @@ def run(cmd: Sequence[str], *, cwd: Path | None = None, timeout: float = 120) ->
         list(cmd), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
     return proc.returncode, proc.stdout + proc.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_json(url: str, data: Any = None, timeout: float = 5) -> Any:

@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from streams.config import Settings, parse_config
-from streams.simulate import Simulator
+from streams.tooling.simulate import Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -543,6 +543,9 @@ class Card:
     items: dict[str, float]
     total: float
     passed: bool
+    # what the exported table (GET /api/v1/scorecard) shows beside the points
+    actual: dict[str, float | None] = field(default_factory=dict)
+    target: dict[str, float] = field(default_factory=dict)
 
 
 def reach(value: float | Decimal | None, target: float) -> float:
@@ -576,7 +579,28 @@ def scorecard(
     reply_rate_target: float = 1.0,
     pass_score: float = 70.0,
     execution: float | None = None,
+    entered: float | None = None,
 ) -> Card:
+    """`execution`: the points used when no supervisor entered any (None = full marks);
+    `entered`: what a supervisor entered (it wins, capped to 0..weight)."""
+    if entered is not None:
+        execution = min(weights["execution"], max(0.0, entered))
+    aov = kpis.average_order_value
+    actual: dict[str, float | None] = {
+        "target_completion": completion,
+        "conversion": kpis.conversion_rate,
+        "payment_success": kpis.payment_success_rate,
+        "aov": None if aov is None else float(aov),
+        "reply_rate": reply_rate,
+        "response_time": rt_mean_s,
+        "execution": entered,
+    }
+    target = {
+        "target_completion": 1.0, "conversion": conversion_target,
+        "payment_success": payment_success_target, "aov": aov_target,
+        "reply_rate": reply_rate_target, "response_time": lines.warning,
+        "execution": weights["execution"],
+    }
     items = {
         "target_completion": weights["target_completion"] * reach(completion, 1.0),
         "conversion": weights["conversion"] * reach(kpis.conversion_rate, conversion_target),
@@ -588,7 +612,7 @@ def scorecard(
         "execution": weights["execution"] if execution is None else execution,
     }
     total = sum(items.values())
-    return Card(items, total, total >= pass_score)
+    return Card(items, total, total >= pass_score, actual, target)
 
 
 def response_for_score(

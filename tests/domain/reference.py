@@ -391,6 +391,7 @@ def _window(trace: Trace, shop: str, agent: str, rules: ShopRules, lo: int, hi: 
         within={lvl: sum(1 for x in rts if x <= lines[lvl]) for lvl in LEVELS},
         received=len(replied | unanswered) if agent != QUEUE else 0,
         replied=len(replied) if agent != QUEUE else 0,
+        missed=len(unanswered - replied) if agent != QUEUE else 0,
         agent_messages=sum(1 for m in msgs if m.kind == "agent"),
         buyer_messages=sum(1 for m in msgs if m.kind == "buyer"),
     )
@@ -536,6 +537,7 @@ def snapshot_differences(
                 "first_rounds",
                 "received",
                 "replied",
+                "missed",
                 "agent_messages",
                 "buyer_messages",
                 "rt_quantiles",

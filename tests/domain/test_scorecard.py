@@ -51,10 +51,17 @@ def both(w: WindowKpis, rt: float | None, completion: float | None,
         conversion_target=rules.conversion_target,
         payment_success_target=rules.payment_success_target, aov_target=rules.aov_target,
         reply_rate_target=rules.reply_rate_target, pass_score=rules.pass_score,
-        execution=execution if execution is not None else rules.execution_default,
+        execution=rules.execution_default, entered=execution,
     )
     for item, points in want.items.items():
         assert got.items[item] == pytest.approx(points, abs=1e-4), item
+        if want.actual[item] is None:
+            assert got.actual[item] is None, item
+        else:
+            assert got.actual[item] == pytest.approx(want.actual[item], rel=1e-12), item
+        assert got.target[item] == want.target[item], item
+        assert got.weights[item] == rules.weights[item], item
+    assert got.pass_score == rules.pass_score
     assert got.total == pytest.approx(want.total, abs=1e-3)
     assert got.passed == want.passed
     return got, want
@@ -222,6 +229,8 @@ def test_fill_target_completion_today_and_month() -> None:
     scorecard.fill(snap, {}, now, shop=shop, lines=LINES, rules=RULES, sales_target=29_000.0,
                    day_start=0, month_start=0)
     assert snap.target_completion == {"today": 0.5, "month": 0.5}  # 500 / 1000, 14500 / 29000
+    # each card names the local period it scores (day_start 0 = 1970-01-01 08:00 Shanghai)
+    assert (snap.score["today"].period, snap.score["month"].period) == ("1970-01-01", "1970-01")
     today = snap.score["today"]
     assert today.items["target_completion"] == 15.0
     assert today.items["response_time"] == 5.0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.tooling.broker import EmbeddedBroker
 
 _ids = itertools.count(1)
 

@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 
 from streams.config import Config
 from streams.events import Rejected, decode_chat, decode_order, decode_rating
-from streams.simulate import Simulator
+from streams.tooling.simulate import Simulator
 from tests.domain import business_reference as ref
 from tests.domain.reference import reference_snapshots, walk
 from tests.integration.harness import Sample, labels

@@ -5,13 +5,7 @@ Workers run as subprocesses (as in production) so a test can SIGKILL one mid-str
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,18 +14,13 @@ import orjson
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.broker import EmbeddedBroker
+from streams.tooling.broker import EmbeddedBroker
+from streams.tooling.worker import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parse_metrics(text: str) -> dict[Sample, float]:
@@ -47,8 +36,12 @@ def labels(**kw: str) -> frozenset[tuple[str, str]]:
     return frozenset(kw.items())
 
 
-class Worker:
-    """One `kefu-pulse worker` subprocess with its own web port and log file."""
+class Worker(WorkerProcess):
+    """One `kefu-pulse worker` subprocess with its own web port and log file.
+
+    `streams.tooling.worker.WorkerProcess` with what tests want: topics named after the app id,
+    waits that fail as assertions, and `/metrics` parsed.
+    """
 
     def __init__(
         self,
@@ -63,61 +56,26 @@ class Worker:
         env: Mapping[str, str] | None = None,
         name: str = "worker",
     ) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.workdir = workdir
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        self.env = {
-            **os.environ,
-            "KEFU_BROKER": broker.url,
-            "KEFU_WEB_PORT": str(self.port),
-            "KEFU_WEB_HOST": "127.0.0.1",
-            "KEFU_DATA_DIR": str(workdir / f"{name}-data"),
-            "KEFU_PARTITIONS": str(partitions),
-            "KEFU_CLOCK": clock,
-            "KEFU_APP_ID": app_id,
-            "KEFU_TOPIC_CHAT": f"{app_id}.chat",
-            "KEFU_TOPIC_ORDERS": f"{app_id}.orders",
-            "KEFU_TOPIC_RATINGS": f"{app_id}.ratings",
-            "KEFU_TOPIC_DEADLETTER": f"{app_id}.deadletter",
-            **(env or {}),
-        }
-        if config_path is not None:
-            self.env["KEFU_CONFIG"] = str(config_path)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.topics = {
-            "chat": self.env["KEFU_TOPIC_CHAT"],
-            "orders": self.env["KEFU_TOPIC_ORDERS"],
-            "ratings": self.env["KEFU_TOPIC_RATINGS"],
-            "deadletter": self.env["KEFU_TOPIC_DEADLETTER"],
-        }
-
-    def start(self, wait_ready: bool = True, timeout: float = 90) -> Worker:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=self.env, stdout=log, stderr=log, cwd=ROOT,
+        super().__init__(
+            broker.url, workdir, app_id=app_id, clock=clock, config=config_path,
+            partitions=partitions, name=name, port=port, extra_env=env, cwd=ROOT,
+            new_session=False,
         )
+        if config_path is not None:  # the explicit config wins over one in `env`
+            self.env["KEFU_CONFIG"] = str(config_path)
+
+    def start(self, wait_ready: bool = True, timeout: float = 90) -> Worker:  # type: ignore[override]
+        super().start()
         if wait_ready:
             self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout: float = 90) -> None:
+    def wait_ready(self, timeout: float = 90) -> float:
         self.wait_until(lambda: self.get("/readyz")[0] == 200, timeout, "worker ready")
+        return time.monotonic() - self.spawned_at
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as resp:
-                return int(resp.status), bytes(resp.read())
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), exc.read()
-        except OSError:
-            return 0, b""
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        return super().get(path, timeout)
 
     def metrics(self) -> dict[Sample, float]:
         status, body = self.get("/metrics")
@@ -145,26 +103,8 @@ class Worker:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; log tail:\n"
                              f"{self.log_tail()}")
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final commit — a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
     def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        return super().log_tail(n)
 
 
 def produce(

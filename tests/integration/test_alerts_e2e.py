@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.tooling.broker import EmbeddedBroker
 from tests.deploy import (
     PROM_CONFIG,
     RULE_FILES,

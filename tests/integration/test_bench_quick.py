@@ -6,9 +6,7 @@ and the report's shape are checked. The speed goals are judged by reading docs/b
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import re
 import subprocess
 import sys
@@ -16,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from streams import bench
 from tests.integration.harness import ROOT
 
 HEADINGS = (
@@ -63,7 +60,7 @@ def _command() -> list[str]:
     try:
         cli.build_parser().parse_args(["bench", "--quick"])
     except SystemExit:
-        return [sys.executable, "-m", "streams.bench"]
+        return [sys.executable, "-m", "streams.tooling.bench.runner"]
     return [sys.executable, "-m", "streams.cli", "bench"]
 
 
@@ -134,55 +131,3 @@ def test_quick_bench_prints_a_table_and_writes_a_well_formed_report(tmp_path: Pa
     assert results["scrape"]["agents"] > 0 and results["scrape"]["series_per_agent"] > 0
     assert results["latency"]["probes"] > 0
     assert results["day"]["memory"] and results["day"]["kpi_samples"] > 0
-
-
-def test_the_reported_command_reproduces_the_options() -> None:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    for argv in (["--quick"], [], ["--events", "5000", "--agents", "30", "--no-profile",
-                                   "--no-with-orders", "--max-run-seconds", "42"]):
-        opts = bench.Options.from_args(parser.parse_args(argv))
-        again = bench.Options.from_args(parser.parse_args(opts.command().split()[2:]))
-        assert again.command() == opts.command()
-        assert (again.events, again.agents, again.profile, again.with_orders) == (
-            opts.events, opts.agents, opts.profile, opts.with_orders)
-
-
-def test_metric_parsing_and_probe_visibility() -> None:
-    body = (b'kefu_events_total{topic="a.chat",outcome="accepted"} 10\n'
-            b'kefu_events_total{topic="a.chat",outcome="rekeyed"} 3\n'
-            b'kefu_events_total{topic="a.chat",outcome="duplicate"} 2\n'
-            b'kefu_events_total{topic="a.orders",outcome="accepted"} 4\n'
-            b"kefu_watermark_timestamp_seconds 1731290622.497\n")
-    assert bench.accounted(body, ["a.chat"]) == 12  # re-keyed ones come back as accepted
-    assert bench.accounted(body, ["a.chat", "a.orders"]) == 16
-    assert bench.watermark_ms(body) == 1_731_290_622_497
-    # Probes sent at 1.0 and 2.0 s; observations (time, probes counted) in any order.
-    seen = [(2.5, 2), (1.2, 0), (1.4, 1), (3.0, 2)]
-    assert bench._visible([1.0, 2.0], seen) == pytest.approx([0.4, 0.5])
-    assert math.isinf(bench._visible([1.0, 2.0, 2.9], seen)[2])  # never counted: infinite
-    assert bench.quantile([3.0, 1.0, 2.0, math.inf], 0.5) == 2.0
-
-
-def test_profile_stacks_are_assigned_to_layers() -> None:
-    loop = [("Worker.execute_from_commandline", "/v/mode/worker.py"),
-            ("cmd_worker", "/w/streams/cli.py"),
-            ("BaseEventLoop._run_once", "/py/asyncio/base_events.py")]
-    agent = ("build_app.<locals>.conversation_agent", "/w/streams/pipeline/app.py")
-    take = ("Stream.take_events", "/v/faust/streams.py")
-    send_facts = ("Runtime._send_facts", "/w/streams/pipeline/runtime.py")
-    producer = ("Producer.send", "/v/faust/transport/producer.py")
-    cases = {
-        "idle/wait": [*loop, ("EpollSelector.select", "/py/selectors.py")],
-        "Faust/mode/asyncio machinery (main thread)": [*loop, agent, take],
-        "produce (facts, changelogs, rekey)": [*loop, agent, send_facts, producer],
-        "decode + validate": [*loop, agent, ("decode_chat", "/w/streams/events.py")],
-        "domain: aggregates & snapshots (stage 2)": [*loop, ("Aggregates.snapshot",
-                                                             "/w/streams/domain/aggregates.py")],
-        "domain: conversations (stage 1)": [*loop, ("Core.apply",
-                                                    "/w/streams/domain/conversation.py")],
-        "/metrics & pages": [*loop, ("render", "/w/streams/export/prometheus.py")],
-    }
-    for want, stack in cases.items():
-        assert bench.classify(stack) == want, want
-    assert bench.classify(loop, "Thread-1").startswith("aiokafka consumer thread")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench_soak import BEGIN, END, keep_section
+from streams.tooling.bench.report.soak import BEGIN, END
 from tests.integration.harness import ROOT
 
 pytestmark = pytest.mark.integration
@@ -37,14 +37,3 @@ def test_quick_soak_samples_and_writes_its_section(tmp_path: Path) -> None:
     assert len(rows) >= 3, section
     assert "flat" in section and "RSS" in section
     assert "soak: minute" in stderr
-
-
-def test_the_soak_section_survives_a_rewrite_of_the_report() -> None:
-    section = f"{BEGIN}\n## Soak\nfigures\n{END}\n"
-    with_soak = keep_section("# Report\n", section)
-    assert with_soak == "# Report\n\n" + section
-    assert keep_section("# New report\n", with_soak[with_soak.index(BEGIN):]) == (
-        "# New report\n\n" + section)
-    newer = f"{BEGIN}\n## Soak\nnew figures\n{END}\n"
-    assert keep_section(with_soak, newer) == "# Report\n\n" + newer
-    assert keep_section("# Report\n", None) == "# Report\n"

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.broker import EmbeddedBroker, ensure_topics, kafka_client_kwargs, topic_partitions
 from streams.config import Settings
+from streams.tooling.broker import EmbeddedBroker
+from streams.topics import ensure_topics, kafka_client_kwargs, topic_partitions
 
 pytestmark = pytest.mark.integration
 

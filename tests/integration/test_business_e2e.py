@@ -1,6 +1,7 @@
 """The business half end to end on the real embedded broker: a generated day of chat, orders and
 ratings → every business KPI and the scorecard on /metrics == the oracle
-(tests/domain/business_reference.py).
+(tests/domain/business_reference.py), and so is the 绩效考核表 the worker serves and
+`kefu-pulse report` writes.
 
 Event-clock mode (KEFU_CLOCK=event): *now* is the largest event ts, so the whole simulated day
 replays in seconds. Every record is keyed "{shop_id}:{buyer_id}" (the simulator mis-keys ~0.5 %
@@ -23,14 +24,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from kafka import KafkaProducer
+from openpyxl import load_workbook
 
-from streams.broker import EmbeddedBroker
 from streams.config import load_config
-from streams.simulate import Simulator
+from streams.report import make_report
+from streams.tooling.broker import EmbeddedBroker
+from streams.tooling.simulate import Simulator
+from tests.domain import business_reference as ref
 from tests.integration.day import (
     BUYERS_PER_MINUTE,
     DAY_START_MS,
@@ -161,5 +170,52 @@ def test_generated_day_business_kpis_match_reference(broker, app_id, workdir, de
         # the month is today here (nothing earlier this month): same figures, both periods scored
         for key, snap in expected.business.items():
             assert snap.windows["month"] == snap.windows["today"], key
+        _assert_scorecard_export(worker, expected, workdir)
     finally:
         worker.stop()
+
+
+def _assert_scorecard_export(worker: Worker, expected: Expected, workdir: Path) -> None:
+    """The 绩效考核表 from the real worker: `kefu-pulse report`'s XLSX of the month (named as
+    YYYY-MM, the way a supervisor asks) and the endpoint's JSON of today, cell by cell against
+    the oracle's cards."""
+    tz = expected.cfg.defaults.timezone
+    local = datetime.fromtimestamp(expected.now / 1000, ZoneInfo(tz))
+    out = workdir / "scorecard.xlsx"
+    make_report([worker.url], local.strftime("%Y-%m"), "xlsx", out)
+    ws = load_workbook(out).active
+    assert ws is not None
+    sheet = list(ws.iter_rows(values_only=True))[1:]
+    status, body = worker.get("/api/v1/scorecard?period=today")
+    assert status == 200, body[:200]
+    today = orjson.loads(body)["agents"]
+    assert len(sheet) == len(today) == len(expected.agents)
+    for period, label, rows in (("month", local.strftime("%Y-%m"), sheet),
+                                ("today", local.strftime("%Y-%m-%d"), today)):
+        got_agents = []
+        for row in rows:
+            if isinstance(row, dict):  # the JSON document: flatten as the file does
+                cells: list[Any] = [row["shop"], row["team"], row["agent"], row["name"],
+                                    row["period"]]
+                for item in ref.WEIGHTS:
+                    c = row["items"][item]
+                    cells += [c["actual"], c["target"], c["points"]]
+                cells += [row["total"], row["pass_score"], "合格" if row["passed"] else "不合格"]
+            else:
+                cells = list(row)
+            shop, agent = cells[0], cells[2]
+            got_agents.append((shop, agent))
+            card = expected.cards[(shop, agent, period)]
+            where = f"{shop}/{agent} {period}"
+            assert cells[1] == expected.cfg.team_of(agent) and cells[4] == label, where
+            for i, item in enumerate(ref.WEIGHTS):
+                actual, target, points = cells[5 + 3 * i: 8 + 3 * i]
+                want = card.actual[item]
+                assert (actual is None) == (want is None), (where, item, actual, want)
+                if want is not None:
+                    assert actual == pytest.approx(want, rel=1e-9, abs=1e-12), (where, item)
+                assert target == pytest.approx(card.target[item]), (where, item)
+                assert points == pytest.approx(card.items[item], abs=1e-4), (where, item)
+            assert cells[26] == pytest.approx(card.total, abs=1e-3), where
+            assert cells[28] == ("合格" if card.passed else "不合格"), where
+        assert sorted(got_agents) == sorted(expected.agents), period

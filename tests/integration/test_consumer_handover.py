@@ -17,9 +17,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from streams.broker import EmbeddedBroker, ensure_topics
 from streams.config import Settings
 from streams.pipeline.faust_adapter import BatchApp, BatchConsumer
+from streams.tooling.broker import EmbeddedBroker
+from streams.topics import ensure_topics
 from tests.integration.harness import produce
 
 pytestmark = pytest.mark.integration

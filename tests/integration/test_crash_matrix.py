@@ -24,9 +24,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker
 from streams.config import load_config
-from streams.simulate import SimMessage, Simulator
+from streams.tooling.broker import EmbeddedBroker
+from streams.tooling.simulate import SimMessage, Simulator
 from tests.domain.reference import snapshot_differences
 from tests.integration.day import (
     DAY_START_MS,
@@ -59,20 +59,19 @@ class Case:
     first: str  # failpoint of the first worker (always a kill)
     restarts: tuple[str, ...] = ()  # failpoints of restarts that are killed again while restoring
     last: str = ""  # failpoint of the worker that must end equal to the oracle (not a kill)
-    # Produce orders and ratings only after the first worker died: its crashed batch then
-    # decided no order (see test_an_order_decided_differently_after_a_crash_leaves_no_orphan_fact,
-    # a known defect pinned on its own).
-    chat_first: bool = False
     # The day starts with one conversation three days old: the idle sweep (which forgets a
     # conversation after two attribution windows, 48 h) then always has one to close out.
     with_old_conversation: bool = False
+    # A line the last worker must log: the recovery path the case is about was taken.
+    last_logs: str = ""
 
 
 CASES: dict[str, Case] = {
-    # stage 1: input → facts → conversation state → ack
+    # stage 1: input → conversation state with its outbox → facts → ack
     "dead-letter-sent": Case("stage1.dead_letter_sent=kill@3"),
-    "facts-durable": Case("stage1.facts_durable=kill@5", chat_first=True),
-    "state-durable": Case("stage1.state_durable=kill@5"),
+    "state-durable": Case("stage1.state_durable=kill@5",  # state + outbox durable, facts not
+                          last_logs="from the outboxes of recovered conversations"),
+    "facts-durable": Case("stage1.facts_durable=kill@5"),  # both durable, input not acked
     "round-acked": Case("round.acked=kill@8"),
     # stage 2: facts → aggregate records → ack
     "stage2-applied": Case("stage2.applied=kill@3"),
@@ -178,12 +177,8 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
         first = _worker(broker, app_id, workdir, day, "worker-1", spec.first)
         workers.append(first)
         first.start()
-        chat = [r for r in day.stream if r[0] == "chat"]
-        rest = [r for r in day.stream if r[0] != "chat"]
-        produce_stream(broker.bootstrap, first.topics, chat if spec.chat_first else day.stream)
+        produce_stream(broker.bootstrap, first.topics, day.stream)
         _wait_killed_at(first, spec.first)
-        if spec.chat_first:
-            produce_stream(broker.bootstrap, first.topics, rest)
         for i, restart_spec in enumerate(spec.restarts, start=2):
             restarted = _worker(broker, app_id, workdir, day, f"worker-{i}", restart_spec)
             workers.append(restarted)
@@ -214,6 +209,7 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
         for entry in filter(None, spec.last.split(";")):
             point = entry.strip().partition("=")[0]
             assert f"failpoint {point}:" in log, f"{point} was never reached"
+        assert spec.last_logs in log, f"the last worker never logged {spec.last_logs!r}"
     finally:
         for w in workers:
             w.stop()
@@ -223,7 +219,7 @@ def test_sigkill_at_every_boundary_loses_and_doubles_nothing(
 # hand-over: one of two workers dies at a boundary, the other takes its partitions over
 
 HANDOVER_CASES = {
-    "stage1-facts-durable": "stage1.facts_durable=kill@3",
+    "stage1-state-durable": "stage1.state_durable=kill@3",  # the survivor re-sends the outboxes
     "stage2-durable": "stage2.durable=kill@2",
     "round-acked": "round.acked=kill@4",
 }

@@ -28,10 +28,11 @@ from typing import Any
 
 import pytest
 
-from streams.broker import EmbeddedBroker
-from streams.simulate import Simulator
+from streams.tooling.broker import EmbeddedBroker
+from streams.tooling.net import free_port
+from streams.tooling.simulate import Simulator
 from tests.deploy import require_tool
-from tests.integration.harness import ROOT, Worker, free_port, parse_metrics, produce
+from tests.integration.harness import ROOT, Worker, parse_metrics, produce
 
 pytestmark = pytest.mark.integration
 

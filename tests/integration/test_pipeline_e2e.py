@@ -14,7 +14,7 @@ from kafka import KafkaConsumer
 
 from streams.config import load_config
 from streams.events import Rejected, decode_chat
-from streams.simulate import Simulator
+from streams.tooling.simulate import Simulator
 from tests.domain.reference import assert_same_snapshots, reference_snapshots
 from tests.integration.day import write_config
 from tests.integration.harness import (

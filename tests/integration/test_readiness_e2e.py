@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.tooling.broker import EmbeddedBroker
 from tests.integration.harness import Worker
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,10 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.broker import EmbeddedBroker, topic_partitions
 from streams.config import Settings
-from streams.simulate import Simulator, run_replay, run_simulate, write_jsonl
+from streams.tooling.broker import EmbeddedBroker
+from streams.tooling.simulate import Simulator, run_replay, run_simulate, write_jsonl
+from streams.topics import topic_partitions
 
 pytestmark = pytest.mark.integration
 

@@ -27,11 +27,11 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker
 from streams.config import load_config
 from streams.events import Rejected, decode_chat
 from streams.pipeline.partitioning import partition_of
-from streams.simulate import Simulator
+from streams.tooling.broker import EmbeddedBroker
+from streams.tooling.simulate import Simulator
 from tests.domain.reference import (
     assert_same_snapshots,
     reference_snapshots,

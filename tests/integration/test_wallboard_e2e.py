@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.simulate import Simulator
+from streams.tooling.simulate import Simulator
 from tests.integration.harness import ARTIFACTS, Worker, produce
 
 pytestmark = pytest.mark.integration

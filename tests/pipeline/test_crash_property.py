@@ -139,6 +139,7 @@ async def run_worker(log: Log, config: Config, round_size: int, commit_every: in
     rt.use_table(log.table(names.conv_changelog))
     rt.on_assigned(set(range(PARTITIONS)))
     rt.load_aggregates(log.table(names.agg_changelog))
+    await rt.resend_outboxes(sink)
     read = {(t, p): log.committed.get((t, p), 0)
             for t in (names.chat, names.facts) for p in range(PARTITIONS)}
     rounds = 0
@@ -268,16 +269,17 @@ async def test_slo_counters_count_a_round_once_when_a_reorder_retracts_it_late()
     assert not diffs, diffs
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Known defect: facts are made durable before the conversation state that remembers them, "
-    "so a crash between the two leaves facts the replay does not know it made; when the replay "
-    "decides differently (chat and orders are separate topics and interleave differently after "
-    "a restart), the first decision's facts are never retracted. Needs the state and its facts "
-    "written together (an outbox in the state record); see docs/crash-safety.md."))
-async def test_an_order_decided_differently_after_a_crash_leaves_no_orphan_fact() -> None:
-    """The order is read before the reply that precedes it: silent. The worker dies with that
-    fact durable and its state not. The restart reads the reply first: credited to the agent.
-    The silent fact of the first run must not stay counted."""
+@pytest.mark.parametrize("point", ["stage1.state_durable", "stage1.facts_durable"])
+async def test_an_order_decided_differently_after_a_crash_leaves_no_orphan_fact(
+    point: str,
+) -> None:
+    """The order is read before the reply that precedes it: silent. The worker dies after its
+    state (or also its facts) is durable, before the input is acked. The restart recovers the
+    state, re-sends its outbox and reads the reply first: credited to the agent. The silent
+    fact of the first run must not stay counted.
+
+    With facts written before the state (the old order) this failed: the replay started from
+    an older state that did not know the silent fact existed, and never retracted it."""
     settings = Settings(clock="event")
     names = Names.for_settings(settings)
     key = b"s:b1"
@@ -294,7 +296,7 @@ async def test_an_order_decided_differently_after_a_crash_leaves_no_orphan_fact(
 
     first = Runtime(settings, default_config(), PARTITIONS)
     first.on_assigned(set(range(PARTITIONS)))
-    failpoints.configure("stage1.facts_durable=raise@1")
+    failpoints.configure(f"{point}=raise@1")
     try:
         with pytest.raises(failpoints.FailpointError):
             await first.on_input_batch(records((names.orders, order)), LogSink(log, 0))
@@ -303,8 +305,10 @@ async def test_an_order_decided_differently_after_a_crash_leaves_no_orphan_fact(
     for _ in range(40):  # let what was sent land
         await asyncio.sleep(0)
     restarted = Runtime(settings, default_config(), PARTITIONS)
+    restarted.use_table(log.table(names.conv_changelog))
     restarted.on_assigned(set(range(PARTITIONS)))
     sink = LogSink(log, 1)
+    await restarted.resend_outboxes(sink)
     await restarted.on_input_batch(
         records((names.chat, buyer), (names.chat, reply), (names.orders, order)), sink)
     facts = [Record(names.facts, p, i, k, v)
@@ -317,3 +321,42 @@ async def test_an_order_decided_differently_after_a_crash_leaves_no_orphan_fact(
     agent = restarted.aggs.snapshot("s", "a1", now)
     assert agent is not None and agent.windows["today"].ordered_buyers == 1
     assert silent == 0, f"{silent} silent order(s) left by the crashed run"
+
+
+async def test_a_crash_between_the_state_and_its_facts_loses_no_fact() -> None:
+    """The worker dies with a round's state durable and its facts never sent. The replay finds
+    both events in the recovered state (duplicates: no facts), so only the re-sent outbox can
+    count the round."""
+    settings = Settings(clock="event")
+    names = Names.for_settings(settings)
+    key = b"s:b1"
+    events = [orjson.dumps({"message_id": f"m{i}", "shop_id": "s", "buyer_id": "b1",
+                            "sender": sender, "agent_id": "a1", "ts": T0 + i * 7_000})
+              for i, sender in enumerate(("buyer", "agent"))]
+    batch = [Record(names.chat, 0, i, key, value) for i, value in enumerate(events)]
+    log = Log()
+    first = Runtime(settings, default_config(), PARTITIONS)
+    first.on_assigned(set(range(PARTITIONS)))
+    failpoints.configure("stage1.state_durable=raise@1")
+    try:
+        with pytest.raises(failpoints.FailpointError):
+            await first.on_input_batch(batch, LogSink(log, 0))
+    finally:
+        failpoints.configure(None)
+    for _ in range(40):
+        await asyncio.sleep(0)
+    assert not log.topics[names.facts], "the crash came before any fact was sent"
+    restarted = Runtime(settings, default_config(), PARTITIONS)
+    restarted.use_table(log.table(names.conv_changelog))
+    restarted.on_assigned(set(range(PARTITIONS)))
+    sink = LogSink(log, 1)
+    assert await restarted.resend_outboxes(sink) > 0
+    await restarted.on_input_batch(batch, sink)
+    facts = [Record(names.facts, p, i, k, v)
+             for p, recs in log.topics[names.facts].items() for i, (k, v) in enumerate(recs)]
+    await restarted.on_facts_batch(facts, sink)
+    now = T0 + 60_000
+    restarted.aggs.advance(now)
+    agent = restarted.aggs.snapshot("s", "a1", now)
+    assert agent is not None and agent.windows["today"].rounds == 1
+    assert agent.windows["today"].rt_mean == 7.0

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from streams.config import Settings, default_config
+from streams.pipeline import outbox
 from streams.pipeline.runtime import Runtime
 from streams.ports import Record
 from streams.state import HEARTBEAT_GRACE_S, Health
@@ -55,19 +56,23 @@ def runtime() -> Runtime:
     return Runtime(Settings(), default_config(), partitions=4)
 
 
-async def test_facts_are_acked_before_any_conversation_state_is_written() -> None:
+async def test_the_state_with_its_outbox_is_acked_before_any_fact_is_sent() -> None:
+    """The outbox order (see `streams.pipeline.outbox`): state records, each holding the facts
+    its conversation made, are durable before a fact leaves; the handler returns (so Faust may
+    ack the batch) only once the facts are acked too."""
     rt, sink = runtime(), RecordingSink()
     batch = [rec(chat("m1", "buyer", T0)), rec(chat("m2", "agent", T0 + 9_000), offset=1)]
     await rt.on_input_batch(batch, sink)
     names = rt.names
-    first_state = sink.log.index(("send", names.conv_changelog))
-    fact_sends = [i for i, e in enumerate(sink.log) if e == ("send", names.facts)]
-    fact_acks = [i for i, e in enumerate(sink.log) if e == ("ack", names.facts)]
-    assert fact_sends, "the batch must produce facts"
-    assert len(fact_acks) == len(fact_sends)
-    assert max(fact_acks) < first_state, sink.log
-    # and the handler returns (so Faust may ack the batch) only once the state is acked too
-    assert sink.log[-1] == ("ack", names.conv_changelog)
+    state_acks = [i for i, e in enumerate(sink.log) if e == ("ack", names.conv_changelog)]
+    first_fact = sink.log.index(("send", names.facts))
+    assert state_acks and max(state_acks) < first_fact, sink.log
+    assert sink.log[-1] == ("ack", names.facts)
+    (record,) = [orjson.loads(v) for t, k, v, _p, _h in sink.sent
+                 if t == names.conv_changelog and k == b"s:b1"]
+    sent = [row for t, _k, v, _p, _h in sink.sent if t == names.facts
+            for rows in orjson.loads(v).values() for row in rows]
+    assert sorted(row[1:] for row in record[outbox.FIELD]) == sorted(sent)
 
 
 async def test_bad_events_are_dead_lettered_with_reason_and_source() -> None:

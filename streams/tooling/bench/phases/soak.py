@@ -1,4 +1,4 @@
-"""`kefu-pulse bench --phases soak`: does a worker stay flat under steady traffic?
+"""The soak phase (`kefu-pulse bench --phases soak`): does a worker stay flat under steady traffic?
 
 Why: a leak (a cache keyed by something unbounded, a list of every buyer) shows only over time,
 and a worker that grows past its memory limit or its scrape's `body_size_limit` takes a support
@@ -8,7 +8,7 @@ simulator's awkward cases (bad JSON, late and reordered events, ads, mis-keyed m
 refunds, ratings), re-timed so event time follows the wall clock. Each minute it samples the
 worker's RSS and the size of `/metrics`; *flat* means both grew less than 2 % over the last 10
 minutes (the last half of a shorter soak). The curve and the verdict go into their own section
-of docs/benchmarks.md, kept when the rest of the report is rewritten.
+of docs/benchmarks.md (`report/soak.py`), kept when the rest of the report is rewritten.
 """
 
 from __future__ import annotations
@@ -17,17 +17,22 @@ import asyncio
 import math
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["BEGIN", "END", "keep_section", "render_soak", "run_soak", "write_section"]
+from streams.tooling.bench.common import (
+    BUYERS_PER_AGENT_MINUTE,
+    FLAT_GROWTH,
+    TAIL_MINUTES,
+    log,
+    rss_mib,
+)
+from streams.tooling.bench.context import BenchContext
+from streams.tooling.bench.data import make_simulator
 
-BEGIN = "<!-- soak:begin -->"
-END = "<!-- soak:end -->"
-FLAT_GROWTH = 0.02
-TAIL_MINUTES = 10
+__all__ = ["run"]
+
 _GAUGE = re.compile(rb"^(kefu_[a-z_]+)(?:\{[^}]*\})? (\S+)$", re.M)
 
 
@@ -41,12 +46,10 @@ def _gauges(body: bytes) -> dict[str, float]:
     return out
 
 
-def run_soak(bench: Any) -> dict[str, Any]:
-    """Run the soak on `bench` (a `streams.bench.Bench` with its broker up)."""
-    from streams.bench import BUYERS_PER_AGENT_MINUTE, log, make_simulator, rss_mib
-
+def run(bench: BenchContext) -> dict[str, Any]:
+    """Run the soak on `bench` (its broker up)."""
     o = bench.o
-    w = bench._start_worker("soak", "wall", "worker-soak")
+    w = bench.start_worker("soak", "wall", "worker-soak")
     ready = w.wait_ready(120)
     topics = bench.topics(f"bench-{bench.tag}-soak")
     sim = make_simulator(o, o.seed + 2, int(time.time() * 1000),
@@ -63,7 +66,7 @@ def run_soak(bench: Any) -> dict[str, Any]:
     return res
 
 
-async def _feed(bench: Any, w: Any, topics: dict[str, str], sim: Any,
+async def _feed(bench: BenchContext, w: Any, topics: dict[str, str], sim: Any,
                 samples: list[dict[str, float]], log: Any, rss_mib: Any) -> int:
     from aiokafka import AIOKafkaProducer
 
@@ -150,46 +153,3 @@ def _verdict(samples: list[dict[str, float]], sent: int, minutes: float, rate: f
         "samples": samples, "window_minutes": window, "rss_growth": rss, "metrics_growth": size,
         "flat": flat,
     }
-
-
-def render_soak(res: dict[str, Any], command: str) -> str:
-    """The soak section of docs/benchmarks.md (between its markers)."""
-    rows = "\n".join(
-        f"| {s['minute']:.0f} | {s['rss_mib']:.0f} | {s['metrics_bytes'] / 1e6:.2f} | "
-        f"{s['metrics_lines']:,.0f} | {s['scrape_s'] * 1000:.0f} | {s['agents']:.0f} | "
-        f"{s['events_per_s']:,.0f} | {s['lag_s']:.1f} |"
-        for s in res["samples"]
-    )
-    verdict = "**flat**" if res["flat"] else "**NOT flat**"
-    return (
-        f"{BEGIN}\n## Soak\n\n"
-        f"`{command}`: one worker (wall clock) for {res['minutes']:g} min at "
-        f"{res['rate']:g} events/s of simulator traffic (its awkward cases included) over "
-        f"{res['agents']:,} agents; {res['sent']:,} records sent. Sampled each minute:\n\n"
-        "| minute | RSS MiB | /metrics MB | samples | scrape ms | agents | events/s sent | "
-        "lag s |\n|---|---|---|---|---|---|---|---|\n"
-        f"{rows}\n\n"
-        f"Over the last {res['window_minutes']:g} min: RSS {res['rss_growth']:+.1%}, /metrics "
-        f"{res['metrics_growth']:+.1%} (flat means both under +{FLAT_GROWTH:.0%}): {verdict}.\n"
-        f"{END}\n"
-    )
-
-
-def write_section(path: Path, section: str) -> None:
-    """Put the soak section into the report, replacing an older one (or appending)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    path.write_text(keep_section(text, section), encoding="utf-8")
-
-
-def keep_section(text: str, section: str | None) -> str:
-    """`text` with its soak section replaced by `section` (None: the one `text` had stays)."""
-    start, stop = text.find(BEGIN), text.find(END)
-    if start >= 0 and stop > start:
-        old = text[start:stop + len(END)] + "\n"
-        rest = (text[:start] + text[stop + len(END):].lstrip("\n")).rstrip("\n") + "\n"
-        section = old if section is None else section
-    else:
-        rest = text
-    if section is None:
-        return rest
-    return rest.rstrip("\n") + "\n\n" + section

@@ -19,7 +19,7 @@ import pytest
 from streams.config import parse_config
 from streams.domain.model import ChatEvent, OrderEvent, RatingEvent
 from streams.events import Rejected, decode_chat, decode_order, decode_rating
-from streams.simulate import (
+from streams.tooling.simulate import (
     DEFAULT_START_MS,
     SimMessage,
     Simulator,

@@ -1,0 +1,196 @@
+"""`Simulator`: the deterministic roster and one run's arrival-ordered stream of records.
+
+A run (`_Run`) keeps its mutable state apart so a `Simulator` can be asked for `messages()`
+any number of times and give the same bytes; each buyer's visit is built by `session._Session`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Iterator
+from typing import Literal
+
+from streams.tooling.simulate.model import (
+    _NAMES,
+    _SHOP_TEMPLATES,
+    _SPEED_CYCLE,
+    AD_BUYER_RATE,
+    DEFAULT_START_MS,
+    SILENT_BUYER_RATE,
+    SPEED_MEDIAN_S,
+    SimAgent,
+    SimMessage,
+    SimShop,
+    _base36,
+    _toml_str,
+)
+from streams.tooling.simulate.session import _Session
+
+
+class Simulator:
+    """Deterministic traffic for `shops` shops; all randomness comes from `seed`."""
+
+    def __init__(
+        self,
+        seed: int = 7,
+        start_ms: int | None = None,
+        shops: int = 3,
+        agents_per_shop: int = 6,
+        buyers_per_minute: float = 30.0,
+    ) -> None:
+        if shops < 1 or agents_per_shop < 2:
+            raise ValueError("need at least 1 shop and 2 agents per shop (pre- and after-sales)")
+        if not buyers_per_minute > 0 or not math.isfinite(buyers_per_minute):
+            raise ValueError("buyers_per_minute must be a positive number")
+        self.seed = seed
+        self.start_ms = DEFAULT_START_MS if start_ms is None else int(start_ms)
+        self.buyers_per_minute = float(buyers_per_minute)
+        r = random.Random(f"kefu-roster:{seed}")
+        shop_list: list[SimShop] = []
+        agents: list[SimAgent] = []
+        names = list(_NAMES)
+        r.shuffle(names)
+        for i in range(shops):
+            sid, platform, cn, prefix, weight, lo, hi = _SHOP_TEMPLATES[i % 3]
+            n = i // 3
+            if n:
+                sid, prefix, cn = f"{sid}-{n + 1}", f"{prefix}{n + 1}", f"{cn}{n + 1}号"
+            shop_list.append(SimShop(sid, platform, cn, prefix, weight, lo, hi))
+            pre = max(1, min(agents_per_shop - 1, round(agents_per_shop * 2 / 3)))
+            for j in range(agents_per_shop):
+                team: Literal["pre-sales", "after-sales"] = (
+                    "pre-sales" if j < pre else "after-sales"
+                )
+                speed = _SPEED_CYCLE[(i + j) % len(_SPEED_CYCLE)]
+                k = i * agents_per_shop + j
+                name = names[k % len(names)] + (str(k // len(names) + 1) if k >= len(names) else "")
+                target = None
+                if team == "pre-sales":
+                    target = int(hi * 200 * (1.5 if speed == "fast" else 1.0)) // 1000 * 1000
+                agents.append(SimAgent(f"{prefix}-a{j + 1:02d}", name, sid, team, speed, target))
+        self.shops: tuple[SimShop, ...] = tuple(shop_list)
+        self.agents: tuple[SimAgent, ...] = tuple(agents)
+
+    def messages(self, duration_s: float) -> Iterator[SimMessage]:
+        """Records arriving in [start, start + duration_s), in arrival order (inf = endless)."""
+        return _Run(self).messages(duration_s)
+
+    def roster_toml(self) -> str:
+        """The `[[agents]]` roster of the generated agents, for the demo config."""
+        out = [f"# kefu-pulse simulator roster (seed {self.seed})\n"]
+        for a in self.agents:
+            out.append(
+                f"\n[[agents]]  # {a.shop}, {a.speed} (~{SPEED_MEDIAN_S[a.speed]:.0f} s)\n"
+                f"id = {_toml_str(a.id)}\nname = {_toml_str(a.name)}\nteam = {_toml_str(a.team)}\n"
+            )
+            if a.sales_target is not None:
+                out.append(f"sales_target = {a.sales_target}\n")
+        return "".join(out)
+
+    def shops_toml(self) -> str:
+        """`[shops.<id>]` tables selecting each shop's platform rule profile."""
+        return "".join(
+            f"\n[shops.{_toml_str(s.id)}]\nprofile = {_toml_str(s.platform)}\n" for s in self.shops
+        )
+
+
+
+class _Run:
+    """Mutable state of one `messages()` call, so the Simulator itself stays reusable."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.heap: list[tuple[int, int, SimMessage]] = []
+        self.seq = 0
+        # Recently seen buyers per shop, who may come back, and when each one's chat ended
+        # (insertion-ordered and capped, so an endless live run does not grow without bound).
+        self.returning: dict[str, deque[str]] = {s.id: deque(maxlen=200) for s in sim.shops}
+        self.busy_until: dict[tuple[str, str], int] = {}
+        # Message ids must differ between live runs (the worker drops repeated ids).
+        self.tag = _base36(sim.start_ms)
+        self.by_team: dict[tuple[str, str], tuple[SimAgent, ...]] = {}
+        for s in sim.shops:
+            for team in ("pre-sales", "after-sales"):
+                self.by_team[(s.id, team)] = tuple(
+                    a for a in sim.agents if a.shop == s.id and a.team == team
+                )
+        self.weights = [s.weight for s in sim.shops]
+
+    def messages(self, duration_s: float) -> Iterator[SimMessage]:
+        end = self.sim.start_ms + duration_s * 1000.0
+        heap = self.heap
+        for n, t in enumerate(self._arrivals()):
+            if t >= end:
+                break
+            while heap and heap[0][0] <= t:
+                yield heapq.heappop(heap)[2]
+            self._session(n, t)
+        while heap:
+            msg = heapq.heappop(heap)[2]
+            if msg.ts >= end:
+                break
+            yield msg
+
+    def _arrivals(self) -> Iterator[int]:
+        """Non-homogeneous Poisson arrivals (thinning): a 30-min wave plus promotion bursts."""
+        sim = self.sim
+        r = random.Random(f"kefu-arrivals:{sim.seed}")
+        base = sim.buyers_per_minute / 60_000.0  # per ms
+        peak = 1.35 * 2.5
+        t = float(sim.start_ms)
+        burst_start = t + r.expovariate(1 / 720_000)
+        burst_end = burst_start + r.uniform(60_000, 180_000)
+        while True:
+            t += r.expovariate(base * peak)
+            while t >= burst_end:
+                burst_start = burst_end + r.expovariate(1 / 720_000)
+                burst_end = burst_start + r.uniform(60_000, 180_000)
+            wave = 1.0 + 0.35 * math.sin(2 * math.pi * (t - sim.start_ms) / 1_800_000)
+            factor = wave * (2.5 if t >= burst_start else 1.0)
+            if r.random() * peak < factor:
+                yield int(t)
+
+    # -- emission -------------------------------------------------------------------------
+
+    def push(self, arrival: int, msg: SimMessage) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (arrival, self.seq, msg))
+
+    def _session(self, n: int, t0: int) -> None:
+        r = random.Random(f"kefu-session:{self.sim.seed}:{self.sim.start_ms}:{n}")
+        shop = r.choices(self.sim.shops, self.weights)[0]
+        roll = r.random()
+        is_ad = roll < AD_BUYER_RATE
+        buyer = self._buyer(r, shop, t0, returning=not is_ad)
+        s = _Session(self, r, shop, buyer, n)
+        if is_ad:
+            s.ad(t0)
+        elif roll < AD_BUYER_RATE + SILENT_BUYER_RATE:
+            s.order(t0)
+        else:
+            s.chat(t0)
+        s.flush()
+        busy = self.busy_until
+        busy.pop((shop.id, buyer), None)
+        busy[(shop.id, buyer)] = max(t0, s.last_chat_ts)
+        if len(busy) > 250 * len(self.sim.shops):  # older buyers have left every pool
+            del busy[next(iter(busy))]
+        if not is_ad:  # an ad buyer stays one all day: never bring them back
+            self.returning[shop.id].append(buyer)
+
+    def _buyer(self, r: random.Random, shop: SimShop, t0: int, returning: bool) -> str:
+        pool = self.returning[shop.id]
+        if returning and pool and r.random() < 0.10:
+            buyer = pool[int(r.random() * len(pool))]
+            # Never interleave two generated sessions of one buyer.
+            if self.busy_until.get((shop.id, buyer), t0) + 60_000 < t0:
+                return buyer
+        if shop.platform == "taobao":
+            return f"tb{r.randrange(10**8, 10**10)}"
+        if shop.platform == "jd":
+            return f"jd_{r.randrange(16**10):010x}"
+        return f"pdd{r.randrange(10**10):010d}"
+
