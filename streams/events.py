@@ -261,7 +261,16 @@ def decode_chat(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> ChatEvent:
         ts,
         cast(ChatKind, kind),
         text,
+        _opt_bool(obj, "resolved"),
     )
+
+
+def _opt_bool(obj: dict[str, Any], name: str) -> bool | None:
+    """An optional JSON boolean: `true`/`false`/absent/null; 1, "yes" and the like are refused."""
+    value = obj.get(name)
+    if value is None or type(value) is bool:
+        return value
+    raise Rejected(f"type:{name}")
 
 
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
@@ -328,7 +337,7 @@ def decode_rating(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> RatingEvent:
         raise Rejected("missing:score" if score is None else "type:score")
     if not 1 <= score <= 5:
         raise Rejected("range:score")
-    return RatingEvent(shop_id, buyer_id, agent_id, score, _ts(obj))
+    return RatingEvent(shop_id, buyer_id, agent_id, score, _ts(obj), _opt_bool(obj, "resolved"))
 
 
 def dead_letter(

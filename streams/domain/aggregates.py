@@ -414,6 +414,7 @@ class Aggregates:
         w.refund_units = s.refund_units
         w.assists = s.assists
         w.ratings, w.rating_sum, w.ratings_good = s.ratings, s.rating_sum, s.ratings_good
+        w.marked_sessions, w.resolved_sessions = s.marked, s.resolved
         if paid_buyers is None:
             paid_buyers = self._paid_buyers(st, now_ms)
         w.converted = len(s.inquired & paid_buyers)

@@ -29,6 +29,11 @@ REFUND = "R"  # a refund of a credited order: ts, a = amount units, b = order
 ASSIST = "A"  # the agent helped on an order credited to another agent: ts = created, b = order
 RATING = "*"  # a buyer rated the agent: ts, a = score 1..5
 EXECUTION = "E"  # supervisor-entered points: fid = period, ts = period start, a = points×100
+MARK = "M"  # a session's resolution mark: fid = session, ts, a = 1 resolved / 0 not, b = buyer
+# Stage 1's own bookkeeping: made by the state machine, read by the conversation, never sent.
+SESSION = "s"  # a session started: fid = session, ts = its start
+CLOSE_MARK = "c"  # a `close` with `resolved`: agent = holder, ts, a = resolved, b = start
+INTERNAL_KINDS = frozenset({SESSION, CLOSE_MARK})
 
 MONEY_SCALE = 10_000  # amounts travel as integers of 1/10000 of the shop's currency
 

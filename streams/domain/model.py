@@ -63,6 +63,7 @@ class ChatEvent(ConversationEvent):
     ts: int
     event: ChatKind = "message"
     text: str | None = None
+    resolved: bool | None = None  # on a `close`: the agent's or the system's resolution mark
 
 
 @dataclass(slots=True)
@@ -98,6 +99,8 @@ class WindowKpis:
     ratings: int = 0
     rating_sum: int = 0
     ratings_good: int = 0  # score >= 4
+    marked_sessions: int = 0  # sessions with a resolution mark (by the mark's ts)
+    resolved_sessions: int = 0  # of those, marked resolved (问题解决)
 
     def within_ratio(self, level: str) -> float | None:
         return self.within.get(level, 0) / self.rounds if self.rounds else None
@@ -131,6 +134,10 @@ class WindowKpis:
         return self.refunded_orders / self.paid_orders if self.paid_orders else None
 
     @property
+    def resolution_rate(self) -> float | None:
+        return self.resolved_sessions / self.marked_sessions if self.marked_sessions else None
+
+    @property
     def csat_mean(self) -> float | None:
         return self.rating_sum / self.ratings if self.ratings else None
 
@@ -151,7 +158,7 @@ SUMMABLE = (
     "rounds", "rt_sum_ms", "first_rounds", "received", "replied", "missed", "agent_messages",
     "buyer_messages", "inquiries", "converted", "ordered_buyers", "paid_buyers", "paid_orders",
     "sales_units", "refunded_orders", "refund_units", "assists", "ratings", "rating_sum",
-    "ratings_good",
+    "ratings_good", "marked_sessions", "resolved_sessions",
 )
 
 
@@ -225,3 +232,4 @@ class RatingEvent(ConversationEvent):
     agent_id: str
     score: int
     ts: int
+    resolved: bool | None = None  # the buyer's "was your problem solved?" (问题是否解决)

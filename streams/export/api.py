@@ -47,6 +47,9 @@ def _window(w: WindowKpis) -> dict[str, Any]:
         "ratings": w.ratings,
         "csat_mean": w.csat_mean,
         "csat_good_ratio": w.csat_good_share,
+        "marked_sessions": w.marked_sessions,
+        "resolved_sessions": w.resolved_sessions,
+        "resolution_rate": w.resolution_rate,
     }
 
 

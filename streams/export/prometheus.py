@@ -92,6 +92,9 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_refund_rate": ("gauge", "Refunded / paid credited orders (退款率)."),
     "kefu_assists": ("gauge", "Orders the agent helped on, credited to another (协助跟进)."),
     "kefu_ratings": ("gauge", "Satisfaction ratings received."),
+    "kefu_marked_sessions": ("gauge", "Sessions with a resolution mark (close or rating)."),
+    "kefu_resolved_sessions": ("gauge", "Marked sessions marked resolved."),
+    "kefu_resolution_rate": ("gauge", "Resolved / marked sessions (问题解决率)."),
     "kefu_ratings_good": ("gauge", "Ratings of 4 or 5."),
     "kefu_rating_score_sum": ("gauge", "Sum of rating scores (for team means)."),
     "kefu_csat_mean": ("gauge", "Mean rating 1–5 (满意度)."),
@@ -275,6 +278,8 @@ def _business(out: dict[str, list[str]], wl: str, w: WindowKpis) -> None:
         ("kefu_paid_orders", w.paid_orders), ("kefu_refunded_orders", w.refunded_orders),
         ("kefu_assists", w.assists), ("kefu_ratings", w.ratings),
         ("kefu_ratings_good", w.ratings_good), ("kefu_rating_score_sum", w.rating_sum),
+        ("kefu_marked_sessions", w.marked_sessions),
+        ("kefu_resolved_sessions", w.resolved_sessions),
     )
     for name, n in counts:
         out[name].append(f"{{{wl}}} {n}")
@@ -287,6 +292,7 @@ def _business(out: dict[str, list[str]], wl: str, w: WindowKpis) -> None:
         ("kefu_refund_rate", w.refund_rate),
         ("kefu_csat_mean", w.csat_mean),
         ("kefu_csat_good_ratio", w.csat_good_share),
+        ("kefu_resolution_rate", w.resolution_rate),
     )
     for name, value in ratios:
         if value is not None:

@@ -187,6 +187,7 @@ def _agent_tile(
         "mean_today": _r(today.rt_mean if today.rounds else None),
         "reply_rate_today": _r(today.reply_rate, 4),
         "missed_today": today.missed,
+        "resolution_rate_today": _r(today.resolution_rate, 4),
         "lines": {
             "warning": lines.warning,
             "critical": lines.critical,
