@@ -27,7 +27,7 @@ from streams.domain.facts import (
     PUT,
     RATING,
     ROUND,
-    SESSION,
+    SESSION_STARTED,
     UNANSWERED,
     Fact,
     stable_hash,
@@ -136,7 +136,7 @@ class Core:
                 self.session_open = True
                 self.rounds_in_session = 0
                 self.session_start = ts
-                out.append(Fact(PUT, SESSION, shop, "", ts, ts))
+                out.append(Fact(PUT, SESSION_STARTED, shop, "", ts, ts))
             if ev.agent_id != self.agent:
                 self._reassign(ev.agent_id, ts, ctx, out)
             if ev.agent_id is not None and not ad:

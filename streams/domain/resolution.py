@@ -20,7 +20,7 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
-from streams.domain.facts import CLOSE_MARK, DEL, MARK, PUT, SESSION, Fact, stable_hash
+from streams.domain.facts import CLOSE_MARK, DEL, MARK, PUT, SESSION_STARTED, Fact, stable_hash
 
 Mark = tuple[str, int, int]  # (agent, ts, resolved 0/1)
 # Sessions one conversation remembers for its marks. A real buyer has a few a day and the state
@@ -44,8 +44,8 @@ class Marks:
         return bool(self.closes or self.votes or self.sent)
 
     def apply_internal(self, f: Fact) -> bool:
-        """Take a SESSION or CLOSE_MARK fact of the state machine; True if something changed."""
-        if f.kind == SESSION:
+        """Take a SESSION_STARTED or CLOSE_MARK fact of the state machine; True on a change."""
+        if f.kind == SESSION_STARTED:
             i = bisect.bisect_left(self.starts, f.ts)
             present = i < len(self.starts) and self.starts[i] == f.ts
             if f.op == PUT and not present:
