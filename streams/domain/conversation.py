@@ -14,6 +14,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+from streams.domain import status
 from streams.domain.attribution import OrderRec, Reply, attribute
 from streams.domain.facts import (
     AD_BUYER,
@@ -189,7 +190,7 @@ class Conversation:
 
     __slots__ = (
         "ad_days", "base", "buyer", "frozen_before", "head", "max_ts", "orders", "pending",
-        "ratings", "replies", "seen", "shop", "tail",
+        "ratings", "replies", "seen", "session", "shop", "tail",
     )
 
     def __init__(self, shop: str, buyer: str) -> None:
@@ -206,6 +207,7 @@ class Conversation:
         self.max_ts = -1
         self.seen: set[str] = set()
         self.pending: Fact | None = None  # the pending record last emitted
+        self.session: Fact | None = None  # the open-session record last emitted (`status`)
 
     def process(self, ev: ChatEvent, ctx: Ctx, out: list[Fact]) -> str:
         """Apply one arriving event; append the fact changes to `out`; return its outcome."""
@@ -449,6 +451,7 @@ class Conversation:
             "g": [[a, ts, score, sent] for (a, ts), (score, sent) in self.ratings.items()],
             "ad": [[day, since] for day, since in self.ad_days.items()],
             "fz": self.frozen_before,
+            "ss": status.session_to_list(self.session),
         }
 
     @staticmethod
@@ -477,6 +480,7 @@ class Conversation:
         p = d.get("p")
         if p is not None:
             c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])
+        c.session = status.session_from_list(d.get("ss"), ctx)
         return c
 
 

@@ -29,6 +29,8 @@ REFUND = "R"  # a refund of a credited order: ts, a = amount units, b = order
 ASSIST = "A"  # the agent helped on an order credited to another agent: ts = created, b = order
 RATING = "*"  # a buyer rated the agent: ts, a = score 1..5
 EXECUTION = "E"  # supervisor-entered points: fid = period, ts = period start, a = points×100
+STATUS = "S"  # an agent status event: ts, a = status code (model.STATUSES), b = max_concurrent
+SESSION = "s"  # an open session assigned to the agent: fid = conversation, ts = last activity
 
 MONEY_SCALE = 10_000  # amounts travel as integers of 1/10000 of the shop's currency
 
