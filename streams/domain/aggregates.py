@@ -521,7 +521,7 @@ class Aggregates:
         if agent:
             status.fill(snap, st.load, rules, now_ms, self.roster_limit(agent))
         month_data = any(getattr(month, name) for name in SUMMABLE)
-        if not (any_data or snap.waiting or t.rounds or month_data or not st.load.empty()):
+        if not (any_data or snap.waiting or t.rounds or month_data or st.load.has_status()):
             return None
         return snap
 

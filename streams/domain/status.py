@@ -108,9 +108,10 @@ class AgentLoad:
     carry_limit: Limit = (-1, -1, 0)
     _sorted: list[int] | None = None  # cache: reply times, ascending
 
-    def empty(self) -> bool:
-        return not (self.events or self.sessions or self.carry_status != NONE
-                    or self.carry_limit[2])
+    def has_status(self) -> bool:
+        """Whether the agent ever sent a status event still in effect or retained: such an
+        agent is shown even with no chat data (an online agent waiting for buyers)."""
+        return bool(self.events) or self.carry_status != NONE
 
     # facts ------------------------------------------------------------------------------------
 
