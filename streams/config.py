@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from streams.domain.model import MAX_CONCURRENT_RANGE
 from streams.domain.rules import AgentInfo, Filters, Lines, ShopRules
 from streams.domain.scorecard import ITEMS as SCORE_ITEMS
 from streams.domain.scorecard import ScorecardRules
@@ -83,7 +84,7 @@ RULE_KEYS: tuple[str, ...] = (
 )
 TOP_KEYS: tuple[str, ...] = ("defaults", "shops", "teams", "filters", "agents", "scorecard")
 FILTER_KEYS: tuple[str, ...] = ("ad_patterns", "block_list")
-AGENT_KEYS: tuple[str, ...] = ("id", "name", "team", "sales_target")
+AGENT_KEYS: tuple[str, ...] = ("id", "name", "team", "sales_target", "max_concurrent")
 
 # (table, dotted prefix) pairs applied in order, least specific first.
 Layers = list[tuple[Mapping[str, Any], str]]
@@ -464,7 +465,18 @@ def _agents(value: Any) -> dict[str, AgentInfo]:
                     f"{prefix}.sales_target: must be a number >= 0, got {raw_target!r}"
                 )
             target = float(raw_target)
-        agents[agent_id] = AgentInfo(id=agent_id, name=name, team=team, sales_target=target)
+        limit: int | None = None
+        if "max_concurrent" in table:
+            raw_limit = table["max_concurrent"]
+            low, high = MAX_CONCURRENT_RANGE
+            if isinstance(raw_limit, bool) or not isinstance(raw_limit, int) or not (
+                    low <= raw_limit <= high):
+                raise ConfigError(
+                    f"{prefix}.max_concurrent: must be an integer {low}-{high}, got {raw_limit!r}"
+                )
+            limit = raw_limit
+        agents[agent_id] = AgentInfo(id=agent_id, name=name, team=team, sales_target=target,
+                                     max_concurrent=limit)
     return agents
 
 
@@ -525,6 +537,7 @@ class Settings:
     topic_chat: str = "kefu.chat"
     topic_orders: str = "kefu.orders"
     topic_ratings: str = "kefu.ratings"
+    topic_agents: str = "kefu.agents"
     topic_deadletter: str = "kefu.deadletter"
     # The embedded broker holds every group join for half the session timeout, so Faust's
     # 60 s default would make a start take ~32 s.
@@ -594,6 +607,7 @@ class Settings:
             topic_chat=e.topic("KEFU_TOPIC_CHAT", cls.topic_chat),
             topic_orders=e.topic("KEFU_TOPIC_ORDERS", cls.topic_orders),
             topic_ratings=e.topic("KEFU_TOPIC_RATINGS", cls.topic_ratings),
+            topic_agents=e.topic("KEFU_TOPIC_AGENTS", cls.topic_agents),
             topic_deadletter=e.topic("KEFU_TOPIC_DEADLETTER", cls.topic_deadletter),
             session_timeout_s=session,
             heartbeat_s=heartbeat,

@@ -13,12 +13,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.domain import status
 from streams.domain.buckets import Bucket, Summary, record_key
 from streams.domain.facts import (
+    AGENT_MSG,
     DEL,
     EXECUTION,
     PENDING,
     ROUND_KINDS,
+    SESSION,
+    STATUS,
     Fact,
 )
 from streams.domain.keys import RECORD_SEP, agent_key, split_agent_key
@@ -37,7 +41,7 @@ RulesFor = Callable[[str], ShopRules]
 LinesFor = Callable[[str, str], Lines]  # (shop, agent) -> lines
 TeamOf = Callable[[str], str]
 
-SEP = RECORD_SEP  # agent key + SEP + record name (a minute, "d<day>", "p", "t", "e")
+SEP = RECORD_SEP  # agent key + SEP + record name (a minute, "d<day>", "p", "t", "e", "S", "c")
 
 
 @dataclass(slots=True)
@@ -66,7 +70,7 @@ class Totals:
 
 
 class AgentState:
-    __slots__ = ("buckets", "days", "execution", "hours", "pending", "prefix", "totals")
+    __slots__ = ("buckets", "days", "execution", "hours", "load", "pending", "prefix", "totals")
 
     def __init__(self) -> None:
         self.buckets: dict[int, Bucket] = {}
@@ -77,6 +81,7 @@ class AgentState:
         self.totals = Totals()
         self.days: dict[int, WindowKpis] = {}  # closed local days (start ms) -> summed KPIs
         self.execution: dict[int, float] = {}  # period start ms -> supervisor points
+        self.load = status.AgentLoad()  # status timeline and open sessions (records "S", "c")
 
 
 def _kpis_to_json(w: WindowKpis) -> dict[str, Any]:
@@ -111,6 +116,8 @@ class Aggregates:
         self.now_ms = 0  # advanced by `advance`; rounds older than now − reorder are counted
         # Fills targets and scorecards (streams.domain.scorecard); None in response-only tests.
         self.scoring: Callable[[AgentSnapshot, dict[int, float], int], None] | None = None
+        # The roster's max_concurrent of an agent (None = not set); see streams.domain.status.
+        self.roster_limit: Callable[[str], int | None] = lambda _agent: None
 
     # -- applying facts ------------------------------------------------------------------------
 
@@ -135,6 +142,15 @@ class Aggregates:
             else:
                 st.pending[f.fid] = (f.ts, f.a, f.b)
             self._dirty.add(akey + SEP + "p")
+            return
+        if f.kind == STATUS or f.kind == SESSION:
+            if f.kind == SESSION:
+                st.load.apply_session(f)
+                self._dirty.add(akey + SEP + "c")
+            elif st.load.apply_status(f):
+                self._dirty.add(akey + SEP + "S")
+            else:
+                self.late_facts += 1
             return
         if f.kind == EXECUTION:
             if f.op == DEL:
@@ -174,6 +190,9 @@ class Aggregates:
                 else:
                     uncounted[f.fid] = (f.ts, f.a)
                     self._dirty.add(akey + SEP + "t")
+        if kind == AGENT_MSG:  # its ms within the minute (a is unused): the status timeline
+            st.load.apply_reply(f.op, key, f.ts)
+            f = f._replace(a=f.ts - minute * MINUTE_MS)
         if f.op == DEL:
             recs.pop(key, None)
         else:
@@ -233,6 +252,10 @@ class Aggregates:
             return st.totals.to_json()
         if part == "e":
             return [[k, v] for k, v in st.execution.items()] if st.execution else None
+        if part == "S":
+            return st.load.status_record()
+        if part == "c":
+            return st.load.sessions_record()
         if part.startswith("d"):
             day = st.days.get(int(part[1:]))
             return None if day is None else _kpis_to_json(day)
@@ -250,6 +273,11 @@ class Aggregates:
                     st0.days.pop(int(part[1:]), None)
                 elif part.isdigit():
                     st0.buckets.pop(int(part), None)
+                    st0.load.load_replies(int(part), None)
+                elif part == "S":
+                    st0.load.load_status(None)
+                elif part == "c":
+                    st0.load.load_sessions(None)
             return
         st = self._state(shop, agent)
         if part == "p":
@@ -264,9 +292,16 @@ class Aggregates:
             st.execution = {int(k): float(v) for k, v in value}
         elif part.startswith("d"):
             st.days[int(part[1:])] = _kpis_from_json(value)
+        elif part == "S":
+            st.load.load_status(value)
+        elif part == "c":
+            st.load.load_sessions(value)
         else:
             minute = int(part)
-            st.buckets[minute] = Bucket.from_json(value)
+            st.buckets[minute] = bucket = Bucket.from_json(value)
+            base = minute * MINUTE_MS
+            st.load.load_replies(minute, {k: base + a for k, (kind, a, _) in bucket.recs.items()
+                                          if kind == AGENT_MSG})
             st.hours.pop(minute // 60, None)
             st.prefix.clear()
         self.dirty_agents.add((shop, agent))
@@ -290,8 +325,11 @@ class Aggregates:
             rules = self.rules_for(shop)
             floor = retention_start(now_ms, rules) // MINUTE_MS
             self._floor[shop] = floor
-            old = [m for m in st.buckets if m < floor]
             akey = agent_key(shop, agent)
+            if st.load.fold(floor * MINUTE_MS, status.gap_ms(rules), now_ms, rules.session_idle_ms):
+                self._dirty.update((akey + SEP + "S", akey + SEP + "c"))
+                self.dirty_agents.add((shop, agent))
+            old = [m for m in st.buckets if m < floor]
             if old:
                 for day in sorted({rules.day_start_ms(m * MINUTE_MS) for m in old}):
                     if day not in st.days:
@@ -481,8 +519,10 @@ class Aggregates:
         snap.response_seconds_sum = t.sum_ms / 1000
         if agent and self.scoring is not None:
             self.scoring(snap, st.execution, now_ms)
+        if agent:
+            status.fill(snap, st.load, rules, now_ms, self.roster_limit(agent))
         month_data = any(getattr(month, name) for name in SUMMABLE)
-        if not (any_data or snap.waiting or t.rounds or month_data):
+        if not (any_data or snap.waiting or t.rounds or month_data or st.load.has_status()):
             return None
         return snap
 
@@ -490,15 +530,16 @@ class Aggregates:
         """When this agent's snapshot next changes with time alone (no new facts), if ever.
 
         Between facts only waiting buyers move it: one becomes "received" once unanswered
-        for `unanswered_after`, and stops counting as waiting after `session_idle`. (Window
-        edges move every minute, when every agent is re-snapshotted anyway.)
+        for `unanswered_after`, and stops counting as waiting after `session_idle`; and the
+        status and load (an assumed offline, a session going idle: `status.next_change`).
+        (Window edges move every minute, when every agent is re-snapshotted anyway.)
         """
         st = self.agents.get((shop, agent))
-        if st is None or not st.pending:
+        if st is None:
             return None
         rules = self.rules_for(shop)
         after_unanswered, idle = rules.unanswered_after_ms, rules.session_idle_ms
-        due: int | None = None
+        due = status.next_change(st.load, rules, after_ms) if agent else None
         for _start, since, last in st.pending.values():
             for t in (since + after_unanswered, last + idle + 1):
                 if t > after_ms and (due is None or t < due):

@@ -14,6 +14,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+from streams.domain import status
 from streams.domain.attribution import OrderRec, Reply, attribute
 from streams.domain.facts import (
     AD_BUYER,
@@ -199,7 +200,7 @@ class Conversation:
 
     __slots__ = (
         "ad_days", "base", "buyer", "frozen_before", "head", "marks", "max_ts", "orders",
-        "pending", "ratings", "replies", "seen", "shop", "tail",
+        "pending", "ratings", "replies", "seen", "session", "shop", "tail",
     )
 
     def __init__(self, shop: str, buyer: str) -> None:
@@ -217,6 +218,7 @@ class Conversation:
         self.max_ts = -1
         self.seen: set[str] = set()
         self.pending: Fact | None = None  # the pending record last emitted
+        self.session: Fact | None = None  # the open-session record last emitted (`status`)
 
     def process(self, ev: ChatEvent, ctx: Ctx, out: list[Fact]) -> str:
         """Apply one arriving event; append the fact changes to `out`; return its outcome."""
@@ -477,6 +479,7 @@ class Conversation:
             "ad": [[day, since] for day, since in self.ad_days.items()],
             "fz": self.frozen_before,
             **({"mk": self.marks.to_list()} if self.marks or self.marks.starts else {}),
+            "ss": status.session_to_list(self.session),
         }
 
     @staticmethod
@@ -507,6 +510,7 @@ class Conversation:
             c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])
         if "mk" in d:
             c.marks = Marks.from_list(d["mk"])
+        c.session = status.session_from_list(d.get("ss"), ctx)
         return c
 
 

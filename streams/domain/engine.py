@@ -12,10 +12,17 @@ from typing import Any
 
 import orjson
 
+from streams.domain import status
 from streams.domain.aggregates import SEP, Aggregates
 from streams.domain.conversation import ACCEPTED, DUPLICATE, LATE, Conversation, Ctx
 from streams.domain.facts import Fact, agent_key
-from streams.domain.model import AgentSnapshot, ChatEvent, OrderEvent, RatingEvent
+from streams.domain.model import (
+    AgentSnapshot,
+    AgentStatusEvent,
+    ChatEvent,
+    OrderEvent,
+    RatingEvent,
+)
 from streams.domain.rules import Filters, Lines, ShopRules
 
 RulesFor = Callable[[str], ShopRules]
@@ -25,7 +32,7 @@ RulesFor = Callable[[str], ShopRules]
 # it cannot write would crash the worker at every restart). A producer that puts every message
 # on one buyer gets its excess dead-lettered (`limit:conversation`) instead.
 MAX_CONVERSATION_RECORDS = 3_600
-InputEvent = ChatEvent | OrderEvent | RatingEvent
+InputEvent = ChatEvent | OrderEvent | RatingEvent | AgentStatusEvent
 TeamOf = Callable[[str], str]
 
 
@@ -39,6 +46,9 @@ class ConversationStage:
         self.outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0, LATE: 0}  # chat
         self.order_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
         self.rating_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
+        # Status events keep no stage-1 state, so a redelivered one is not told apart here: it
+        # counts as accepted and makes the same idempotent fact again.
+        self.status_outcomes: dict[str, int] = {ACCEPTED: 0}
         # (index in the batch, reason) of events whose processing raised; the caller
         # dead-letters them and clears the list. Their facts are dropped; the conversation
         # keeps whatever the event changed before it raised (the next events still apply).
@@ -48,7 +58,7 @@ class ConversationStage:
         """(input kind, outcome counts) for every input topic."""
         return [
             ("chat", self.outcomes), ("orders", self.order_outcomes),
-            ("ratings", self.rating_outcomes),
+            ("ratings", self.rating_outcomes), ("agents", self.status_outcomes),
         ]
 
     def expire(self, now_ms: int) -> tuple[list[Fact], list[str]]:
@@ -62,6 +72,8 @@ class ConversationStage:
             ctx = self.ctx(conv.shop, conv.buyer)
             if conv.expired(now_ms, ctx.rules):
                 conv.close_out(ctx, now_ms, facts)
+                # No DEL of its open-session record: it went idle two attribution windows ago,
+                # and stage 2 forgets idle sessions by itself (`status.AgentLoad.fold`).
                 gone.append(key)
         for key in gone:
             del self.conversations[key]
@@ -91,6 +103,10 @@ class ConversationStage:
         rating_outcomes = self.rating_outcomes
         failed = self.failed
         for index, ev in enumerate(events):
+            if isinstance(ev, AgentStatusEvent):  # the agent's, not a conversation's
+                facts.append(status.status_fact(ev))
+                self.status_outcomes[ACCEPTED] += 1
+                continue
             key = ev.state_key
             entry = touched.get(key)
             if entry is None:
@@ -122,6 +138,7 @@ class ConversationStage:
         for key, (conv, ctx) in touched.items():
             emitted = len(facts)
             conv.pending_changes(ctx, facts)
+            status.session_changes(conv, ctx, facts)
             if emitted_by is not None and len(facts) > emitted:
                 emitted_by.setdefault(key, []).extend(facts[emitted:])
         return facts, set(touched)
@@ -136,6 +153,7 @@ class Engine:
         filters: Filters,
         team_of: TeamOf = lambda _agent: "unassigned",
         lines_for: Callable[[str, str], Lines] | None = None,
+        roster_limit: Callable[[str], int | None] | None = None,
     ) -> None:
         self.rules_for = rules_for
         self.filters = filters
@@ -143,6 +161,8 @@ class Engine:
         self.lines_for = lines_for or (lambda shop, _agent: rules_for(shop).lines)
         self.stage1 = ConversationStage(rules_for, filters)
         self.stage2 = Aggregates(rules_for, self.lines_for, team_of)
+        if roster_limit is not None:
+            self.stage2.roster_limit = roster_limit
         self.now_ms = 0
 
     @property
@@ -173,7 +193,7 @@ class Engine:
                 records[f"{akey}{SEP}{m}"] = self.stage2.record(f"{akey}{SEP}{m}")
             for day in st.days:
                 records[f"{akey}{SEP}d{day}"] = self.stage2.record(f"{akey}{SEP}d{day}")
-            for part in ("p", "t", "e"):
+            for part in ("p", "t", "e", "S", "c"):
                 records[f"{akey}{SEP}{part}"] = self.stage2.record(f"{akey}{SEP}{part}")
         return orjson.dumps({"c": convs, "a": records, "o": self.stage1.outcomes},
                             option=orjson.OPT_NON_STR_KEYS)

@@ -35,6 +35,8 @@ MARK = "M"  # a session's resolution mark: fid = session, ts, a = 1 resolved / 0
 SESSION_STARTED = "started"  # a session started: fid = its start, ts = its start
 CLOSE_MARK = "closed"  # a `close` with `resolved`: agent = holder, ts, a = resolved, b = start
 INTERNAL_KINDS = frozenset({SESSION_STARTED, CLOSE_MARK})
+STATUS = "S"  # an agent status event: ts, a = status code (model.STATUSES), b = max_concurrent
+SESSION = "s"  # an open session assigned to the agent: fid = conversation, ts = last activity
 
 MONEY_SCALE = 10_000  # amounts travel as integers of 1/10000 of the shop's currency
 

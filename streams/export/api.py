@@ -76,6 +76,12 @@ def agent_dict(s: AgentSnapshot, state: State, now_ms: int) -> dict[str, Any]:
             period: {"items": card.items, "total": card.total, "passed": card.passed}
             for period, card in s.score.items()
         },
+        # Status and load (docs/kpis.md); the shop queue (agent "") has none.
+        "status": s.status,
+        "status_seconds": s.status_seconds,
+        "concurrent_buyers": s.concurrent if s.agent else None,
+        "max_concurrent": s.max_concurrent if s.agent else None,
+        "occupancy_ratio": s.occupancy if s.agent else None,
     }
 
 

@@ -16,7 +16,15 @@ from prometheus_client import REGISTRY, generate_latest
 
 from streams.config import Config
 from streams.domain.limits import is_overflow, label
-from streams.domain.model import LEVELS, MONEY_SCALE, QUANTILES, WINDOWS, AgentSnapshot, WindowKpis
+from streams.domain.model import (
+    LEVELS,
+    MONEY_SCALE,
+    QUANTILES,
+    STATUSES,
+    WINDOWS,
+    AgentSnapshot,
+    WindowKpis,
+)
 from streams.pipeline.clock import Clock
 from streams.pipeline.runtime import Health
 
@@ -104,6 +112,11 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_score_points": ("gauge", "Scorecard points per item (绩效考核表)."),
     "kefu_score_total": ("gauge", "Scorecard total out of 100."),
     "kefu_score_passed": ("gauge", "1 when the scorecard total reaches the pass score."),
+    "kefu_agent_status": ("gauge", "1 for the agent's current status, 0 for the others."),
+    "kefu_status_seconds": ("gauge", "Seconds in each status in the window (在线时长)."),
+    "kefu_concurrent_buyers": ("gauge", "Buyers in open sessions assigned to the agent (接待量)."),
+    "kefu_max_concurrent": ("gauge", "Buyers the agent may serve at once (event, roster or 10)."),
+    "kefu_occupancy_ratio": ("gauge", "Concurrent buyers / max_concurrent (饱和度)."),
     "kefu_silent_ordered_buyers": ("gauge", "Buyers who ordered, no agent to credit (静默下单)."),
     "kefu_silent_paid_orders": ("gauge", "Paid silent orders."),
     "kefu_silent_sales_amount": ("gauge", "Paid amount of silent orders."),
@@ -257,6 +270,7 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
             out["kefu_score_points"].append(f'{{{pl},item="{item}"}} {_num(points)}')
         out["kefu_score_total"].append(f"{{{pl}}} {_num(card.total)}")
         out["kefu_score_passed"].append(f"{{{pl}}} {1 if card.passed else 0}")
+    _load(out, base, s)
     out["kefu_rounds_total"].append(f"{{{base}}} {s.rounds_total}")
     for level in LEVELS:
         n = s.within_total.get(level, 0)
@@ -267,6 +281,21 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
         hist.append(f'{name}_bucket{{{base},le="{_num(float(le))}"}} {n}')
     hist.append(f"{name}_sum{{{base}}} {_num(s.response_seconds_sum)}")
     hist.append(f"{name}_count{{{base}}} {s.rounds_total}")
+
+
+def _load(out: dict[str, list[str]], base: str, s: AgentSnapshot) -> None:
+    """Status and load (19 series per agent): every status always, 0 when not current, so an
+    agent without status events shows all zeros and `sum by (shop)` counts agents by status."""
+    for status in STATUSES:
+        current = 1 if s.status == status else 0
+        out["kefu_agent_status"].append(f'{{{base},status="{status}"}} {current}')
+    for window, seconds in s.status_seconds.items():
+        for status, v in seconds.items():
+            out["kefu_status_seconds"].append(
+                f'{{{base},status="{status}",window="{window}"}} {_num(v)}')
+    out["kefu_concurrent_buyers"].append(f"{{{base}}} {s.concurrent}")
+    out["kefu_max_concurrent"].append(f"{{{base}}} {s.max_concurrent}")
+    out["kefu_occupancy_ratio"].append(f"{{{base}}} {_num(s.occupancy)}")
 
 
 def _business(out: dict[str, list[str]], wl: str, w: WindowKpis) -> None:

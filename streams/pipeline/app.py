@@ -100,9 +100,9 @@ def build_app(
 ) -> tuple[faust.App, Runtime]:
     """Create the Faust app for a worker.
 
-    `partitions` is the chat topic's partition count; orders and ratings topics with the same
-    count are consumed next to chat (co-partitioned), others are forwarded through the rekey
-    topic first (`input_partitions` holds the actual counts).
+    `partitions` is the chat topic's partition count; orders, ratings and agents topics with
+    the same count are consumed next to chat (co-partitioned), others are forwarded through the
+    rekey topic first (`input_partitions` holds the actual counts).
     """
     codecs.register()
     rt = Runtime(settings, config, partitions)
@@ -141,7 +141,7 @@ def build_app(
     counts = input_partitions or {}
     direct = [names.chat, names.rekey]
     forwarded: list[str] = []
-    for topic in (names.orders, names.ratings):
+    for topic in (names.orders, names.ratings, names.agents):
         (direct if counts.get(topic, partitions) == partitions else forwarded).append(topic)
     chat = app.topic(*direct, key_serializer="raw", value_serializer="raw")
     facts = app.topic(names.facts, key_serializer="raw", value_serializer="raw")
