@@ -49,6 +49,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         settings.topic_chat: settings.partitions,
         settings.topic_orders: settings.partitions,
         settings.topic_ratings: settings.partitions,
+        settings.topic_agents: settings.partitions,
         settings.topic_deadletter: settings.partitions,
     }
     counts = ensure_topics(settings.bootstrap, inputs, settings=settings)

@@ -27,8 +27,12 @@ import orjson
 
 from streams.domain.model import (
     CHAT_KINDS,
+    MAX_CONCURRENT_RANGE,
     ORDER_STATUSES,
     SENDERS,
+    STATUSES,
+    AgentStatus,
+    AgentStatusEvent,
     ChatEvent,
     ChatKind,
     OrderEvent,
@@ -46,6 +50,7 @@ __all__ = [
     "Rejected",
     "dead_letter",
     "dead_letter_headers",
+    "decode_agent_status",
     "decode_chat",
     "decode_order",
     "decode_rating",
@@ -261,7 +266,16 @@ def decode_chat(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> ChatEvent:
         ts,
         cast(ChatKind, kind),
         text,
+        _opt_bool(obj, "resolved"),
     )
+
+
+def _opt_bool(obj: dict[str, Any], name: str) -> bool | None:
+    """An optional JSON boolean: `true`/`false`/absent/null; 1, "yes" and the like are refused."""
+    value = obj.get(name)
+    if value is None or type(value) is bool:
+        return value
+    raise Rejected(f"type:{name}")
 
 
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
@@ -328,7 +342,27 @@ def decode_rating(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> RatingEvent:
         raise Rejected("missing:score" if score is None else "type:score")
     if not 1 <= score <= 5:
         raise Rejected("range:score")
-    return RatingEvent(shop_id, buyer_id, agent_id, score, _ts(obj))
+    return RatingEvent(shop_id, buyer_id, agent_id, score, _ts(obj), _opt_bool(obj, "resolved"))
+
+
+_STATUSES = frozenset(STATUSES)
+
+
+def decode_agent_status(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> AgentStatusEvent:
+    """Validate one `kefu.agents` event; `max_concurrent`, when present, must be a JSON integer
+    1–200 (a console that sends 0 or 1e6 would make occupancy meaningless)."""
+    obj = _load(raw, max_bytes)
+    shop_id = _req_id(obj, "shop_id")
+    agent_id = _req_id(obj, "agent_id")
+    status = cast(AgentStatus, _req_enum(obj, "status", _STATUSES))
+    limit = obj.get("max_concurrent")
+    if limit is not None:
+        if type(limit) is not int:
+            raise Rejected("type:max_concurrent")
+        low, high = MAX_CONCURRENT_RANGE
+        if not low <= limit <= high:
+            raise Rejected("range:max_concurrent")
+    return AgentStatusEvent(shop_id, agent_id, status, _ts(obj), limit)
 
 
 def dead_letter(

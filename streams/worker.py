@@ -43,9 +43,9 @@ def build_app(
 ) -> tuple[BatchApp, Runtime]:
     """Create the Faust app for a worker.
 
-    `partitions` is the chat topic's partition count; orders and ratings topics with the same
-    count are consumed next to chat (co-partitioned), others are forwarded through the rekey
-    topic first (`input_partitions` holds the actual counts).
+    `partitions` is the chat topic's partition count; orders, ratings and agents topics with
+    the same count are consumed next to chat (co-partitioned), others are forwarded through the
+    rekey topic first (`input_partitions` holds the actual counts).
     """
     rt = Runtime(settings, config, partitions)
     names = rt.names
@@ -55,7 +55,7 @@ def build_app(
     counts = input_partitions or {}
     direct = [names.chat, names.rekey]
     forwarded: list[str] = []
-    for topic in (names.orders, names.ratings):
+    for topic in (names.orders, names.ratings, names.agents):
         (direct if counts.get(topic, partitions) == partitions else forwarded).append(topic)
     conversations = add_table(app, "conversations", partitions)
     aggregates = add_table(app, "aggregates", partitions)

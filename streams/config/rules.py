@@ -29,6 +29,7 @@ from streams.config.values import (
     parse_duration,
     parse_service_hours,
 )
+from streams.domain.model import MAX_CONCURRENT_RANGE
 from streams.domain.rules import AgentInfo, Filters, Lines, ShopRules
 from streams.domain.scorecard import ITEMS as SCORE_ITEMS
 from streams.domain.scorecard import ScorecardRules
@@ -77,7 +78,7 @@ RULE_KEYS: tuple[str, ...] = (
 )
 TOP_KEYS: tuple[str, ...] = ("defaults", "shops", "teams", "filters", "agents", "scorecard")
 FILTER_KEYS: tuple[str, ...] = ("ad_patterns", "block_list")
-AGENT_KEYS: tuple[str, ...] = ("id", "name", "team", "sales_target")
+AGENT_KEYS: tuple[str, ...] = ("id", "name", "team", "sales_target", "max_concurrent")
 
 # (table, dotted prefix) pairs applied in order, least specific first.
 Layers = list[tuple[Mapping[str, Any], str]]
@@ -365,5 +366,16 @@ def _agents(value: Any) -> dict[str, AgentInfo]:
                     f"{prefix}.sales_target: must be a number >= 0, got {raw_target!r}"
                 )
             target = float(raw_target)
-        agents[agent_id] = AgentInfo(id=agent_id, name=name, team=team, sales_target=target)
+        limit: int | None = None
+        if "max_concurrent" in table:
+            raw_limit = table["max_concurrent"]
+            low, high = MAX_CONCURRENT_RANGE
+            if isinstance(raw_limit, bool) or not isinstance(raw_limit, int) or not (
+                    low <= raw_limit <= high):
+                raise ConfigError(
+                    f"{prefix}.max_concurrent: must be an integer {low}-{high}, got {raw_limit!r}"
+                )
+            limit = raw_limit
+        agents[agent_id] = AgentInfo(id=agent_id, name=name, team=team, sales_target=target,
+                                     max_concurrent=limit)
     return agents

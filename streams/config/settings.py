@@ -36,6 +36,7 @@ class Settings:
     topic_chat: str = "kefu.chat"
     topic_orders: str = "kefu.orders"
     topic_ratings: str = "kefu.ratings"
+    topic_agents: str = "kefu.agents"
     topic_deadletter: str = "kefu.deadletter"
     # The embedded broker holds every group join for half the session timeout, so Faust's
     # 60 s default would make a start take ~32 s.
@@ -105,6 +106,7 @@ class Settings:
             topic_chat=e.topic("KEFU_TOPIC_CHAT", cls.topic_chat),
             topic_orders=e.topic("KEFU_TOPIC_ORDERS", cls.topic_orders),
             topic_ratings=e.topic("KEFU_TOPIC_RATINGS", cls.topic_ratings),
+            topic_agents=e.topic("KEFU_TOPIC_AGENTS", cls.topic_agents),
             topic_deadletter=e.topic("KEFU_TOPIC_DEADLETTER", cls.topic_deadletter),
             session_timeout_s=session,
             heartbeat_s=heartbeat,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from streams.domain import status
 from streams.domain.buckets import Bucket, Summary
 from streams.domain.model import WindowKpis
 from streams.domain.windows import HISTOGRAM_BUCKETS
@@ -29,7 +30,7 @@ class Totals:
 
 
 class AgentState:
-    __slots__ = ("buckets", "days", "execution", "hours", "pending", "prefix", "totals")
+    __slots__ = ("buckets", "days", "execution", "hours", "load", "pending", "prefix", "totals")
 
     def __init__(self) -> None:
         self.buckets: dict[int, Bucket] = {}
@@ -40,3 +41,4 @@ class AgentState:
         self.totals = Totals()
         self.days: dict[int, WindowKpis] = {}  # closed local days (start ms) -> summed KPIs
         self.execution: dict[int, float] = {}  # period start ms -> supervisor points
+        self.load = status.AgentLoad()  # status timeline and open sessions (records "S", "c")

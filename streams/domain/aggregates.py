@@ -13,14 +13,17 @@ import bisect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from streams.domain import aggregates_codec
+from streams.domain import aggregates_codec, status
 from streams.domain.agent_state import AgentState
 from streams.domain.buckets import Bucket, Summary, record_key
 from streams.domain.facts import (
+    AGENT_MSG,
     DEL,
     EXECUTION,
     PENDING,
     ROUND_KINDS,
+    SESSION,
+    STATUS,
     Fact,
 )
 from streams.domain.keys import RECORD_SEP, agent_key, split_agent_key
@@ -39,7 +42,7 @@ RulesFor = Callable[[str], ShopRules]
 LinesFor = Callable[[str, str], Lines]  # (shop, agent) -> lines
 TeamOf = Callable[[str], str]
 
-SEP = RECORD_SEP  # agent key + SEP + record name (a minute, "d<day>", "p", "t", "e")
+SEP = RECORD_SEP  # agent key + SEP + record name (a minute, "d<day>", "p", "t", "e", "S", "c")
 
 
 class Aggregates:
@@ -61,6 +64,8 @@ class Aggregates:
         self.now_ms = 0  # advanced by `advance`; rounds older than now − reorder are counted
         # Fills targets and scorecards (streams.domain.scorecard); None in response-only tests.
         self.scoring: Callable[[AgentSnapshot, dict[int, float], int], None] | None = None
+        # The roster's max_concurrent of an agent (None = not set); see streams.domain.status.
+        self.roster_limit: Callable[[str], int | None] = lambda _agent: None
 
     # -- applying facts ------------------------------------------------------------------------
 
@@ -85,6 +90,15 @@ class Aggregates:
             else:
                 st.pending[f.fid] = (f.ts, f.a, f.b)
             self._dirty.add(akey + SEP + "p")
+            return
+        if f.kind == STATUS or f.kind == SESSION:
+            if f.kind == SESSION:
+                st.load.apply_session(f)
+                self._dirty.add(akey + SEP + "c")
+            elif st.load.apply_status(f):
+                self._dirty.add(akey + SEP + "S")
+            else:
+                self.late_facts += 1
             return
         if f.kind == EXECUTION:
             if f.op == DEL:
@@ -124,6 +138,9 @@ class Aggregates:
                 else:
                     uncounted[f.fid] = (f.ts, f.a)
                     self._dirty.add(akey + SEP + "t")
+        if kind == AGENT_MSG:  # its ms within the minute (a is unused): the status timeline
+            st.load.apply_reply(f.op, key, f.ts)
+            f = f._replace(a=f.ts - minute * MINUTE_MS)
         if f.op == DEL:
             recs.pop(key, None)
         else:
@@ -217,8 +234,11 @@ class Aggregates:
             rules = self.rules_for(shop)
             floor = retention_start(now_ms, rules) // MINUTE_MS
             self._floor[shop] = floor
-            old = [m for m in st.buckets if m < floor]
             akey = agent_key(shop, agent)
+            if st.load.fold(floor * MINUTE_MS, status.gap_ms(rules), now_ms, rules.session_idle_ms):
+                self._dirty.update((akey + SEP + "S", akey + SEP + "c"))
+                self.dirty_agents.add((shop, agent))
+            old = [m for m in st.buckets if m < floor]
             if old:
                 for day in sorted({rules.day_start_ms(m * MINUTE_MS) for m in old}):
                     if day not in st.days:
@@ -341,6 +361,7 @@ class Aggregates:
         w.refund_units = s.refund_units
         w.assists = s.assists
         w.ratings, w.rating_sum, w.ratings_good = s.ratings, s.rating_sum, s.ratings_good
+        w.marked_sessions, w.resolved_sessions = s.marked, s.resolved
         if paid_buyers is None:
             paid_buyers = self._paid_buyers(st, now_ms)
         w.converted = len(s.inquired & paid_buyers)
@@ -407,8 +428,10 @@ class Aggregates:
         snap.response_seconds_sum = t.sum_ms / 1000
         if agent and self.scoring is not None:
             self.scoring(snap, st.execution, now_ms)
+        if agent:
+            status.fill(snap, st.load, rules, now_ms, self.roster_limit(agent))
         month_data = any(getattr(month, name) for name in SUMMABLE)
-        if not (any_data or snap.waiting or t.rounds or month_data):
+        if not (any_data or snap.waiting or t.rounds or month_data or st.load.has_status()):
             return None
         return snap
 
@@ -416,15 +439,16 @@ class Aggregates:
         """When this agent's snapshot next changes with time alone (no new facts), if ever.
 
         Between facts only waiting buyers move it: one becomes "received" once unanswered
-        for `unanswered_after`, and stops counting as waiting after `session_idle`. (Window
-        edges move every minute, when every agent is re-snapshotted anyway.)
+        for `unanswered_after`, and stops counting as waiting after `session_idle`; and the
+        status and load (an assumed offline, a session going idle: `status.next_change`).
+        (Window edges move every minute, when every agent is re-snapshotted anyway.)
         """
         st = self.agents.get((shop, agent))
-        if st is None or not st.pending:
+        if st is None:
             return None
         rules = self.rules_for(shop)
         after_unanswered, idle = rules.unanswered_after_ms, rules.session_idle_ms
-        due: int | None = None
+        due = status.next_change(st.load, rules, after_ms) if agent else None
         for _start, since, last in st.pending.values():
             for t in (since + after_unanswered, last + idle + 1):
                 if t > after_ms and (due is None or t < due):

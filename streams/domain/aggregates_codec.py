@@ -10,6 +10,7 @@ must not — every record already in a changelog is read back by it. A record's 
   p         'waiting now': [[conversation, start, since, last]...]
   t         totals: [rounds, within, histogram, sum_ms, [[fid, ts, ms]...] uncounted]
   e         supervisor execution points: [[period start, points]...]
+  S, c      the status timeline and the open sessions (see `status.AgentLoad`)
 
 `encode` returns None for a record that is empty (the changelog deletes it).
 """
@@ -20,7 +21,9 @@ from typing import Any
 
 from streams.domain.agent_state import AgentState, Totals
 from streams.domain.buckets import Bucket
+from streams.domain.facts import AGENT_MSG
 from streams.domain.model import SUMMABLE, WindowKpis
+from streams.domain.rules import MINUTE_MS
 from streams.domain.windows import HISTOGRAM_BUCKETS
 
 
@@ -32,6 +35,10 @@ def encode(st: AgentState, part: str) -> Any:
         return totals_to_json(st.totals)
     if part == "e":
         return [[k, v] for k, v in st.execution.items()] if st.execution else None
+    if part == "S":
+        return st.load.status_record()
+    if part == "c":
+        return st.load.sessions_record()
     if part.startswith("d"):
         day = st.days.get(int(part[1:]))
         return None if day is None else kpis_to_json(day)
@@ -49,19 +56,31 @@ def decode(st: AgentState, part: str, value: Any) -> None:
         st.execution = {int(k): float(v) for k, v in value}
     elif part.startswith("d"):
         st.days[int(part[1:])] = kpis_from_json(value)
+    elif part == "S":
+        st.load.load_status(value)
+    elif part == "c":
+        st.load.load_sessions(value)
     else:
         minute = int(part)
-        st.buckets[minute] = Bucket.from_json(value)
+        st.buckets[minute] = bucket = Bucket.from_json(value)
+        base = minute * MINUTE_MS
+        st.load.load_replies(minute, {k: base + a for k, (kind, a, _) in bucket.recs.items()
+                                      if kind == AGENT_MSG})
         st.hours.pop(minute // 60, None)
         st.prefix.clear()
 
 
 def delete(st: AgentState, part: str) -> None:
-    """A tombstone: only buckets and day summaries are ever deleted."""
+    """A tombstone: buckets, day summaries and the status records are deleted."""
     if part.startswith("d"):
         st.days.pop(int(part[1:]), None)
     elif part.isdigit():
         st.buckets.pop(int(part), None)
+        st.load.load_replies(int(part), None)
+    elif part == "S":
+        st.load.load_status(None)
+    elif part == "c":
+        st.load.load_sessions(None)
 
 
 def totals_to_json(t: Totals) -> list[Any]:

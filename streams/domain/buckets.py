@@ -18,6 +18,7 @@ from streams.domain.facts import (
     ASSIST,
     BUYER_MSG,
     FIRST,
+    MARK,
     ORDER,
     PAID,
     RATING,
@@ -30,7 +31,7 @@ from streams.domain.facts import (
 # id whether or not it is a first response, so ROUND and FIRST share a salt.
 _SALTS = {
     ROUND: 0, FIRST: 0, UNANSWERED: 1, AGENT_MSG: 2, BUYER_MSG: 3, AD_BUYER: 4, ORDER: 5,
-    PAID: 6, REFUND: 7, ASSIST: 8, RATING: 9,
+    PAID: 6, REFUND: 7, ASSIST: 8, RATING: 9, MARK: 10,
 }
 
 
@@ -60,6 +61,8 @@ class Summary:
     ratings: int = 0
     rating_sum: int = 0
     ratings_good: int = 0
+    marked: int = 0  # sessions with a resolution mark
+    resolved: int = 0
     ads: set[int] = field(default_factory=set)
 
     def merge(self, o: Summary) -> None:
@@ -80,6 +83,8 @@ class Summary:
         self.ratings += o.ratings
         self.rating_sum += o.rating_sum
         self.ratings_good += o.ratings_good
+        self.marked += o.marked
+        self.resolved += o.resolved
         self.ads |= o.ads
 
 
@@ -131,6 +136,9 @@ class Bucket:
                 s.ratings += 1
                 s.rating_sum += a
                 s.ratings_good += a >= 4
+            elif kind == MARK:
+                s.marked += 1
+                s.resolved += a
             elif kind == AD_BUYER:
                 s.ads.add(b)
         return s

@@ -20,17 +20,21 @@ from streams.domain.facts import (
     AD_BUYER,
     AGENT_MSG,
     BUYER_MSG,
+    CLOSE_MARK,
     DEL,
     FIRST,
+    INTERNAL_KINDS,
     PENDING,
     PUT,
     RATING,
     ROUND,
+    SESSION_STARTED,
     UNANSWERED,
     Fact,
     stable_hash,
 )
 from streams.domain.model import ChatEvent, OrderEvent, RatingEvent
+from streams.domain.resolution import Marks
 from streams.domain.rules import Filters, ShopRules
 
 ORDER_RETENTION_MS = 35 * 86_400_000  # refunds of an order still find their agent for 35 days
@@ -73,12 +77,13 @@ class Core:
     rounds_in_session: int = 0
     ad_from: int = -1
     ad_until: int = -1
+    session_start: int = -1  # ts of the open session's first buyer message
 
     def copy(self) -> Core:
         return Core(
             self.session_open, self.last_ts, self.agent, self.assigned_at, self.p_start,
             self.p_msg, self.p_first, self.p_counted, self.rounds_in_session, self.ad_from,
-            self.ad_until,
+            self.ad_until, self.session_start,
         )
 
     # -- the state machine -------------------------------------------------------------------
@@ -104,6 +109,9 @@ class Core:
         ad = self.is_ad(ts)
         kind = ev.event
         if kind == "close":
+            if ev.resolved is not None and self.session_open and self.agent is not None and not ad:
+                out.append(Fact(PUT, CLOSE_MARK, shop, self.agent, self.session_start, ts,
+                                int(ev.resolved), self.session_start))
             self._end_round(ts, ctx, out)
             self.session_open = False
             self.agent = None
@@ -117,6 +125,8 @@ class Core:
                 self._end_round(ts, ctx, out)
                 self.session_open = True
                 self.rounds_in_session = 0
+                self.session_start = ts
+                out.append(Fact(PUT, SESSION_STARTED, shop, "", ts, ts))
             if ev.agent_id != self.agent:
                 self._reassign(ev.agent_id, ts, ctx, out)
             if ev.agent_id is not None and not ad:
@@ -178,8 +188,8 @@ class Conversation:
     """De-duplication and reordering around `Core`; the unit stored per conversation key."""
 
     __slots__ = (
-        "ad_days", "base", "buyer", "frozen_before", "head", "max_ts", "orders", "pending",
-        "ratings", "replies", "seen", "shop", "tail",
+        "ad_days", "base", "buyer", "frozen_before", "head", "marks", "max_ts", "orders",
+        "pending", "ratings", "replies", "seen", "session", "shop", "tail",
     )
 
     def __init__(self, shop: str, buyer: str) -> None:
@@ -190,12 +200,14 @@ class Conversation:
         self.orders: dict[str, OrderRec] = {}
         self.ratings: dict[tuple[str, int], tuple[int, bool]] = {}  # (agent, ts) -> (score, sent)
         self.ad_days: dict[int, int] = {}  # local day start -> first ad ts that day
+        self.marks = Marks()  # resolution marks (see `resolution`)
         self.base = Core()
         self.head = self.base
         self.tail: list[tuple[SortKey, ChatEvent, list[Fact]]] = []
         self.max_ts = -1
         self.seen: set[str] = set()
         self.pending: Fact | None = None  # the pending record last emitted
+        self.session: Fact | None = None  # the open-session record last emitted (`status`)
 
     def process(self, ev: ChatEvent, ctx: Ctx, out: list[Fact]) -> str:
         """Apply one arriving event; append the fact changes to `out`; return its outcome."""
@@ -204,10 +216,18 @@ class Conversation:
         self.seen.add(ev.message_id)
         start = len(out)
         outcome = self._process_chat(ev, ctx, out)
-        ads_changed = False
+        ads_changed = marks_changed = False
+        internal = False
         for f in out[start:]:
             if f.kind == AD_BUYER:
                 ads_changed |= self._mark_ad_day(f, ctx)
+            elif f.kind in INTERNAL_KINDS:
+                marks_changed |= self.marks.apply_internal(f)
+                internal = True
+        if internal:  # the state machine's bookkeeping never leaves the conversation
+            out[start:] = [f for f in out[start:] if f.kind not in INTERNAL_KINDS]
+        if marks_changed or (ads_changed and self.marks):
+            self._emit_marks(ctx, out)
         changed = ads_changed
         if ev.sender == "agent" and ev.event == "message" and ev.agent_id is not None:
             bisect.insort(self.replies, (ev.ts, ev.agent_id))
@@ -324,7 +344,15 @@ class Conversation:
             return DUPLICATE
         self.ratings[key] = (ev.score, False)
         self._emit_rating(key, ctx, out)
+        if ev.resolved is not None:
+            self.marks.vote(ev.agent_id, ev.ts, ev.resolved)
+            self._emit_marks(ctx, out)
         return ACCEPTED
+
+    def _emit_marks(self, ctx: Ctx, out: list[Fact]) -> None:
+        rules = ctx.rules
+        self.marks.emit(ctx.shop, ctx.buyer, ctx.buyer_hash,
+                        lambda ts: self.is_ad_at(ts, rules), out)
 
     def _emit_rating(self, key: tuple[str, int], ctx: Ctx, out: list[Fact]) -> None:
         agent, ts = key

@@ -12,16 +12,19 @@ the record small (one per conversation, rewritten on every batch that touches it
   r  [[ts, agent]...]              human replies kept for attribution
   o  {order id: OrderRec list}     g  [[agent, ts, score, sent]...] ratings
   ad [[day, since]...]             ad days        fz  frozen_before
+  mk resolution marks (only when any)               ss  the open-session record (`status`)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from streams.domain import status
 from streams.domain.attribution import OrderRec
 from streams.domain.conversation import Conversation, Core, Ctx
 from streams.domain.facts import PENDING, PUT, Fact
 from streams.domain.model import ChatEvent
+from streams.domain.resolution import Marks
 
 
 def encode(c: Conversation) -> dict[str, Any]:
@@ -38,6 +41,8 @@ def encode(c: Conversation) -> dict[str, Any]:
         "g": [[a, ts, score, sent] for (a, ts), (score, sent) in c.ratings.items()],
         "ad": [[day, since] for day, since in c.ad_days.items()],
         "fz": c.frozen_before,
+        **({"mk": c.marks.to_list()} if c.marks or c.marks.starts else {}),
+        "ss": status.session_to_list(c.session),
     }
 
 
@@ -67,6 +72,9 @@ def decode(d: dict[str, Any], ctx: Ctx) -> Conversation:
     p = d.get("p")
     if p is not None:
         c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])
+    if "mk" in d:
+        c.marks = Marks.from_list(d["mk"])
+    c.session = status.session_from_list(d.get("ss"), ctx)
     return c
 
 
@@ -74,13 +82,17 @@ def _core_to_list(core: Core) -> list[Any]:
     return [
         core.session_open, core.last_ts, core.agent, core.assigned_at, core.p_start,
         core.p_msg, core.p_first, core.p_counted, core.rounds_in_session, core.ad_from,
-        core.ad_until,
+        core.ad_until, core.session_start,
     ]
 
 
 def _event_to_list(e: ChatEvent) -> list[Any]:
-    return [e.message_id, e.shop_id, e.buyer_id, e.sender, e.agent_id, e.ts, e.event, e.text]
+    row = [e.message_id, e.shop_id, e.buyer_id, e.sender, e.agent_id, e.ts, e.event, e.text]
+    if e.resolved is not None:
+        row.append(e.resolved)
+    return row
 
 
 def _event_from_list(v: list[Any]) -> ChatEvent:
-    return ChatEvent(v[0], v[1], v[2], v[3], v[4], int(v[5]), v[6], v[7])
+    resolved = v[8] if len(v) > 8 else None
+    return ChatEvent(v[0], v[1], v[2], v[3], v[4], int(v[5]), v[6], v[7], resolved)

@@ -29,6 +29,14 @@ REFUND = "R"  # a refund of a credited order: ts, a = amount units, b = order
 ASSIST = "A"  # the agent helped on an order credited to another agent: ts = created, b = order
 RATING = "*"  # a buyer rated the agent: ts, a = score 1..5
 EXECUTION = "E"  # supervisor-entered points: fid = period, ts = period start, a = points×100
+MARK = "M"  # a session's resolution mark: fid = session, ts, a = 1 resolved / 0 not, b = buyer
+# Stage 1's own bookkeeping: made by the state machine, read by the conversation, never sent
+# (words, not letters: they share no namespace with the kinds on the wire).
+SESSION_STARTED = "started"  # a session started: fid = its start, ts = its start
+CLOSE_MARK = "closed"  # a `close` with `resolved`: agent = holder, ts, a = resolved, b = start
+INTERNAL_KINDS = frozenset({SESSION_STARTED, CLOSE_MARK})
+STATUS = "S"  # an agent status event: ts, a = status code (model.STATUSES), b = max_concurrent
+SESSION = "s"  # an open session assigned to the agent: fid = conversation, ts = last activity
 
 MONEY_SCALE = 10_000  # amounts travel as integers of 1/10000 of the shop's currency
 

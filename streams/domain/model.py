@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from streams.domain.keys import agent_key
 from streams.domain.keys import conversation_key as state_key
 
 Sender = Literal["buyer", "agent", "bot", "system"]
@@ -19,6 +20,10 @@ OrderStatus = Literal["created", "paid", "refunded", "cancelled"]
 SENDERS: frozenset[str] = frozenset({"buyer", "agent", "bot", "system"})
 CHAT_KINDS: frozenset[str] = frozenset({"message", "transfer", "close"})
 ORDER_STATUSES: frozenset[str] = frozenset({"created", "paid", "refunded", "cancelled"})
+AgentStatus = Literal["online", "busy", "away", "offline"]
+# Agent statuses (kefu.agents), in export order; the index is the status code facts carry.
+STATUSES: tuple[str, ...] = ("online", "busy", "away", "offline")
+MAX_CONCURRENT_RANGE = (1, 200)  # buyers an agent may serve at once (event or roster)
 
 QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
 WINDOWS: tuple[str, ...] = ("5m", "1h", "today")
@@ -63,6 +68,7 @@ class ChatEvent(ConversationEvent):
     ts: int
     event: ChatKind = "message"
     text: str | None = None
+    resolved: bool | None = None  # on a `close`: the agent's or the system's resolution mark
 
 
 @dataclass(slots=True)
@@ -98,6 +104,8 @@ class WindowKpis:
     ratings: int = 0
     rating_sum: int = 0
     ratings_good: int = 0  # score >= 4
+    marked_sessions: int = 0  # sessions with a resolution mark (by the mark's ts)
+    resolved_sessions: int = 0  # of those, marked resolved (问题解决)
 
     def within_ratio(self, level: str) -> float | None:
         return self.within.get(level, 0) / self.rounds if self.rounds else None
@@ -131,6 +139,10 @@ class WindowKpis:
         return self.refunded_orders / self.paid_orders if self.paid_orders else None
 
     @property
+    def resolution_rate(self) -> float | None:
+        return self.resolved_sessions / self.marked_sessions if self.marked_sessions else None
+
+    @property
     def csat_mean(self) -> float | None:
         return self.rating_sum / self.ratings if self.ratings else None
 
@@ -151,7 +163,7 @@ SUMMABLE = (
     "rounds", "rt_sum_ms", "first_rounds", "received", "replied", "missed", "agent_messages",
     "buyer_messages", "inquiries", "converted", "ordered_buyers", "paid_buyers", "paid_orders",
     "sales_units", "refunded_orders", "refund_units", "assists", "ratings", "rating_sum",
-    "ratings_good",
+    "ratings_good", "marked_sessions", "resolved_sessions",
 )
 
 
@@ -194,6 +206,12 @@ class AgentSnapshot:
     sales_target: float | None = None
     target_completion: dict[str, float] = field(default_factory=dict)  # "today"/"month"
     score: dict[str, ScoreCard] = field(default_factory=dict)  # "today"/"month"
+    # Status and load (docs/kpis.md), filled by `streams.domain.status`; the queue has none.
+    status: str | None = None  # current status; None = no status event yet
+    status_seconds: dict[str, dict[str, float]] = field(default_factory=dict)  # window -> status
+    concurrent: int = 0  # buyers with an open session assigned to the agent now
+    max_concurrent: int = 10  # latest status event's, else the roster's, else 10
+    occupancy: float = 0.0  # concurrent / max_concurrent
 
     def oldest_wait_seconds(self, now_ms: int) -> float:
         if self.oldest_wait_since_ms is None:
@@ -225,3 +243,29 @@ class RatingEvent(ConversationEvent):
     agent_id: str
     score: int
     ts: int
+    resolved: bool | None = None  # the buyer's "was your problem solved?" (问题是否解决)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatusEvent:
+    """One validated `kefu.agents` event (docs/interfaces.md): an agent's console status.
+
+    Not a conversation event: it is keyed by the agent, and stage 1 turns it into a fact for
+    the agent's aggregate without any per-conversation state.
+    """
+
+    shop_id: str
+    agent_id: str
+    status: AgentStatus
+    ts: int
+    max_concurrent: int | None = None
+
+    @property
+    def routing_key(self) -> bytes:
+        """The Kafka key producers use, `"{shop}:{agent}"`: it picks the partition only."""
+        return f"{self.shop_id}:{self.agent_id}".encode()
+
+    @property
+    def state_key(self) -> str:
+        """The agent's aggregate key: groups a batch's events by owner (no stage-1 state)."""
+        return agent_key(self.shop_id, self.agent_id)

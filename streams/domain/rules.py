@@ -100,3 +100,4 @@ class AgentInfo:
     name: str = ""
     team: str = "unassigned"
     sales_target: float | None = None
+    max_concurrent: int | None = None  # buyers at once, for 饱和度 (None = the default, 10)

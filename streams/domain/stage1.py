@@ -1,4 +1,4 @@
-"""Stage 1 of the event path: a batch of chat, order and rating events → facts.
+"""Stage 1 of the event path: a batch of chat, order, rating and status events → facts.
 
 decode (`streams.events`) → **stage 1** (here: per-conversation state, `conversation`) → facts
 (`facts`, across the facts topic) → stage 2 (`aggregates`) → snapshots → exporters.
@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from streams.domain import status
 from streams.domain.conversation import ACCEPTED, DUPLICATE, LATE, Conversation, Ctx
 from streams.domain.facts import Fact
-from streams.domain.model import ChatEvent, OrderEvent, RatingEvent
+from streams.domain.model import (
+    AgentStatusEvent,
+    ChatEvent,
+    OrderEvent,
+    RatingEvent,
+)
 from streams.domain.rules import Filters, ShopRules
 
 RulesFor = Callable[[str], ShopRules]
@@ -21,7 +27,7 @@ RulesFor = Callable[[str], ShopRules]
 # it cannot write would crash the worker at every restart). A producer that puts every message
 # on one buyer gets its excess dead-lettered (`limit:conversation`) instead.
 MAX_CONVERSATION_RECORDS = 3_600
-InputEvent = ChatEvent | OrderEvent | RatingEvent
+InputEvent = ChatEvent | OrderEvent | RatingEvent | AgentStatusEvent
 
 
 class ConversationStage:
@@ -34,6 +40,9 @@ class ConversationStage:
         self.outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0, LATE: 0}  # chat
         self.order_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
         self.rating_outcomes: dict[str, int] = {ACCEPTED: 0, DUPLICATE: 0}
+        # Status events keep no stage-1 state, so a redelivered one is not told apart here: it
+        # counts as accepted and makes the same idempotent fact again.
+        self.status_outcomes: dict[str, int] = {ACCEPTED: 0}
         # (index in the batch, reason) of events whose processing raised; the caller
         # dead-letters them and clears the list. Their facts are dropped; the conversation
         # keeps whatever the event changed before it raised (the next events still apply).
@@ -43,7 +52,7 @@ class ConversationStage:
         """(input kind, outcome counts) for every input topic."""
         return [
             ("chat", self.outcomes), ("orders", self.order_outcomes),
-            ("ratings", self.rating_outcomes),
+            ("ratings", self.rating_outcomes), ("agents", self.status_outcomes),
         ]
 
     def expire(self, now_ms: int) -> tuple[list[Fact], list[str]]:
@@ -57,6 +66,8 @@ class ConversationStage:
             ctx = self.ctx(conv.shop, conv.buyer)
             if conv.expired(now_ms, ctx.rules):
                 conv.close_out(ctx, now_ms, facts)
+                # No DEL of its open-session record: it went idle two attribution windows ago,
+                # and stage 2 forgets idle sessions by itself (`status.AgentLoad.fold`).
                 gone.append(key)
         for key in gone:
             del self.conversations[key]
@@ -86,6 +97,10 @@ class ConversationStage:
         rating_outcomes = self.rating_outcomes
         failed = self.failed
         for index, ev in enumerate(events):
+            if isinstance(ev, AgentStatusEvent):  # the agent's, not a conversation's
+                facts.append(status.status_fact(ev))
+                self.status_outcomes[ACCEPTED] += 1
+                continue
             key = ev.state_key
             entry = touched.get(key)
             if entry is None:
@@ -117,6 +132,7 @@ class ConversationStage:
         for key, (conv, ctx) in touched.items():
             emitted = len(facts)
             conv.pending_changes(ctx, facts)
+            status.session_changes(conv, ctx, facts)
             if emitted_by is not None and len(facts) > emitted:
                 emitted_by.setdefault(key, []).extend(facts[emitted:])
         return facts, set(touched)

@@ -47,6 +47,9 @@ def _window(w: WindowKpis) -> dict[str, Any]:
         "ratings": w.ratings,
         "csat_mean": w.csat_mean,
         "csat_good_ratio": w.csat_good_share,
+        "marked_sessions": w.marked_sessions,
+        "resolved_sessions": w.resolved_sessions,
+        "resolution_rate": w.resolution_rate,
     }
 
 
@@ -73,6 +76,12 @@ def agent_dict(s: AgentSnapshot, state: State, now_ms: int) -> dict[str, Any]:
             period: {"items": card.items, "total": card.total, "passed": card.passed}
             for period, card in s.score.items()
         },
+        # Status and load (docs/kpis.md); the shop queue (agent "") has none.
+        "status": s.status,
+        "status_seconds": s.status_seconds,
+        "concurrent_buyers": s.concurrent if s.agent else None,
+        "max_concurrent": s.max_concurrent if s.agent else None,
+        "occupancy_ratio": s.occupancy if s.agent else None,
     }
 
 

@@ -1,8 +1,9 @@
 """`/metrics`: the snapshots in Prometheus text format (docs/metrics.md).
 
 Reads what the runtime computed; computes nothing. The KPI families are written straight to text
-because a worker exports ~170 series per agent (a busy one, with the business KPIs and its
-scorecard; tests/export/test_prometheus.py counts them) and prometheus-client's object model
+because a worker exports ~205 series per agent (a busy one, with the business KPIs, its
+scorecard and status; at most 225, see docs/metrics.md; tests/export/test_prometheus.py counts
+them) and prometheus-client's object model
 costs ~10 µs a series (a second per scrape at 1,000 agents); process metrics still come from
 the client. That test also reads this text back with the client's own parser.
 """
@@ -16,7 +17,15 @@ from collections.abc import Iterable
 from prometheus_client import REGISTRY, generate_latest
 
 from streams.domain.limits import is_overflow, label
-from streams.domain.model import LEVELS, MONEY_SCALE, QUANTILES, WINDOWS, AgentSnapshot, WindowKpis
+from streams.domain.model import (
+    LEVELS,
+    MONEY_SCALE,
+    QUANTILES,
+    STATUSES,
+    WINDOWS,
+    AgentSnapshot,
+    WindowKpis,
+)
 from streams.state import State
 
 CONTENT_TYPE = "text/plain; version=0.0.4"  # aiohttp refuses a charset here; UTF-8 is the default
@@ -74,6 +83,9 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_refund_rate": ("gauge", "Refunded / paid credited orders (退款率)."),
     "kefu_assists": ("gauge", "Orders the agent helped on, credited to another (协助跟进)."),
     "kefu_ratings": ("gauge", "Satisfaction ratings received."),
+    "kefu_marked_sessions": ("gauge", "Sessions with a resolution mark (close or rating)."),
+    "kefu_resolved_sessions": ("gauge", "Marked sessions marked resolved."),
+    "kefu_resolution_rate": ("gauge", "Resolved / marked sessions (问题解决率)."),
     "kefu_ratings_good": ("gauge", "Ratings of 4 or 5."),
     "kefu_rating_score_sum": ("gauge", "Sum of rating scores (for team means)."),
     "kefu_csat_mean": ("gauge", "Mean rating 1–5 (满意度)."),
@@ -83,6 +95,11 @@ HELP: dict[str, tuple[str, str]] = {
     "kefu_score_points": ("gauge", "Scorecard points per item (绩效考核表)."),
     "kefu_score_total": ("gauge", "Scorecard total out of 100."),
     "kefu_score_passed": ("gauge", "1 when the scorecard total reaches the pass score."),
+    "kefu_agent_status": ("gauge", "1 for the agent's current status, 0 for the others."),
+    "kefu_status_seconds": ("gauge", "Seconds in each status in the window (在线时长)."),
+    "kefu_concurrent_buyers": ("gauge", "Buyers in open sessions assigned to the agent (接待量)."),
+    "kefu_max_concurrent": ("gauge", "Buyers the agent may serve at once (event, roster or 10)."),
+    "kefu_occupancy_ratio": ("gauge", "Concurrent buyers / max_concurrent (饱和度)."),
     "kefu_silent_ordered_buyers": ("gauge", "Buyers who ordered, no agent to credit (静默下单)."),
     "kefu_silent_paid_orders": ("gauge", "Paid silent orders."),
     "kefu_silent_sales_amount": ("gauge", "Paid amount of silent orders."),
@@ -236,6 +253,7 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
             out["kefu_score_points"].append(f'{{{pl},item="{item}"}} {_num(points)}')
         out["kefu_score_total"].append(f"{{{pl}}} {_num(card.total)}")
         out["kefu_score_passed"].append(f"{{{pl}}} {1 if card.passed else 0}")
+    _load(out, base, s)
     out["kefu_rounds_total"].append(f"{{{base}}} {s.rounds_total}")
     for level in LEVELS:
         n = s.within_total.get(level, 0)
@@ -248,6 +266,21 @@ def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
     hist.append(f"{name}_count{{{base}}} {s.rounds_total}")
 
 
+def _load(out: dict[str, list[str]], base: str, s: AgentSnapshot) -> None:
+    """Status and load (19 series per agent): every status always, 0 when not current, so an
+    agent without status events shows all zeros and `sum by (shop)` counts agents by status."""
+    for status in STATUSES:
+        current = 1 if s.status == status else 0
+        out["kefu_agent_status"].append(f'{{{base},status="{status}"}} {current}')
+    for window, seconds in s.status_seconds.items():
+        for status, v in seconds.items():
+            out["kefu_status_seconds"].append(
+                f'{{{base},status="{status}",window="{window}"}} {_num(v)}')
+    out["kefu_concurrent_buyers"].append(f"{{{base}}} {s.concurrent}")
+    out["kefu_max_concurrent"].append(f"{{{base}}} {s.max_concurrent}")
+    out["kefu_occupancy_ratio"].append(f"{{{base}}} {_num(s.occupancy)}")
+
+
 def _business(out: dict[str, list[str]], wl: str, w: WindowKpis) -> None:
     """The business KPIs of one window (docs/metrics.md); ratios only when their denominator
     is > 0."""
@@ -257,6 +290,8 @@ def _business(out: dict[str, list[str]], wl: str, w: WindowKpis) -> None:
         ("kefu_paid_orders", w.paid_orders), ("kefu_refunded_orders", w.refunded_orders),
         ("kefu_assists", w.assists), ("kefu_ratings", w.ratings),
         ("kefu_ratings_good", w.ratings_good), ("kefu_rating_score_sum", w.rating_sum),
+        ("kefu_marked_sessions", w.marked_sessions),
+        ("kefu_resolved_sessions", w.resolved_sessions),
     )
     for name, n in counts:
         out[name].append(f"{{{wl}}} {n}")
@@ -269,6 +304,7 @@ def _business(out: dict[str, list[str]], wl: str, w: WindowKpis) -> None:
         ("kefu_refund_rate", w.refund_rate),
         ("kefu_csat_mean", w.csat_mean),
         ("kefu_csat_good_ratio", w.csat_good_share),
+        ("kefu_resolution_rate", w.resolution_rate),
     )
     for name, value in ratios:
         if value is not None:

@@ -188,6 +188,12 @@ def _agent_tile(
         "mean_today": _r(today.rt_mean if today.rounds else None),
         "reply_rate_today": _r(today.reply_rate, 4),
         "missed_today": today.missed,
+        "resolution_rate_today": _r(today.resolution_rate, 4),
+        # Status and load: the console's status (null = none sent yet), buyers now / limit.
+        "agent_status": snap.status,
+        "concurrent": snap.concurrent,
+        "max_concurrent": snap.max_concurrent,
+        "occupancy": _r(snap.occupancy, 4),
         "lines": {
             "warning": lines.warning,
             "critical": lines.critical,
@@ -212,6 +218,7 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
     oldest_lines: Lines | None = None
     worst_p90: tuple[float, str, Lines] | None = None
     rounds_today = rounds_5m = within_warning = received = replied = 0
+    online = busy = with_status = free_capacity = 0
     warning_lines: set[float] = set()
     shops: set[str] = set()
     teams: set[str] = set()
@@ -232,6 +239,13 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
         name = info.name if info is not None and info.name else limits.label(snap.agent)
         tile, key = _agent_tile(snap, lines, name, now_ms)
         tiles.append((key, tile))
+        if snap.status is not None:
+            with_status += 1
+            if snap.status == "online":
+                online += 1
+                free_capacity += max(0, snap.max_concurrent - snap.concurrent)
+            elif snap.status == "busy":
+                busy += 1
         if tile["p90_5m"] is not None and (worst_p90 is None or tile["p90_5m"] > worst_p90[0]):
             worst_p90 = (tile["p90_5m"], name, lines)
         today = snap.windows.get("today")
@@ -295,6 +309,12 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
         "sales_today": None,
         "conversion_today": None,
         "ad_buyers_today": ad_today,
+        # Who is in the room, and the queue against what the online agents can still take
+        # (Σ max(0, max_concurrent − concurrent) of agents online; busy ones take no more).
+        # None when no agent of the selection ever sent a status: nothing to say.
+        "agents_online": online if with_status else None,
+        "agents_busy": busy if with_status else None,
+        "free_capacity": free_capacity if with_status else None,
     }
     return {
         "v": 1,

@@ -43,7 +43,14 @@ from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
 from streams.domain.stage1 import ConversationStage, InputEvent
 from streams.domain.windows import month_start_ms, period_start_ms
-from streams.events import Rejected, dead_letter, decode_chat, decode_order, decode_rating
+from streams.events import (
+    Rejected,
+    dead_letter,
+    decode_agent_status,
+    decode_chat,
+    decode_order,
+    decode_rating,
+)
 from streams.pipeline import outbox
 from streams.pipeline.partitioning import partition_of
 from streams.ports import Out, Record, Sink
@@ -63,6 +70,7 @@ TICK_S = 0.5  # the refresh timer's period (see streams.worker)
 Decoder = Callable[[bytes, int], InputEvent]
 DECODERS: dict[str, Decoder] = {
     "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
+    "agents": decode_agent_status,
 }
 
 
@@ -79,6 +87,7 @@ class Names:
     conv_changelog: str
     agg_changelog: str
     heartbeat: str
+    agents: str = "kefu.agents"  # status events (keyed by agent, not by conversation)
 
     @staticmethod
     def for_settings(settings: Settings) -> Names:
@@ -87,6 +96,7 @@ class Names:
             chat=settings.topic_chat,
             orders=settings.topic_orders,
             ratings=settings.topic_ratings,
+            agents=settings.topic_agents,
             rekey=f"{app}-chat-rekey",
             facts=f"{app}-facts",
             deadletter=settings.topic_deadletter,
@@ -152,8 +162,10 @@ class Runtime:
         self.aggs = Aggregates(config.rules, self._lines_for, self._team_of)
         self.limits = AgentLimits(settings.max_agents, settings.max_shops)
         self.aggs.scoring = self._score
+        self.aggs.roster_limit = self._roster_limit
         names = self.names
-        self.topic_of_kind = {"chat": names.chat, "orders": names.orders, "ratings": names.ratings}
+        self.topic_of_kind = {"chat": names.chat, "orders": names.orders, "ratings": names.ratings,
+                              "agents": names.agents}
         self.kind_of_topic = {t: k for k, t in self.topic_of_kind.items()}
         self.snapshots: dict[tuple[str, str], AgentSnapshot] = {}
         self.ad_buyers: dict[str, dict[str, int]] = {}
@@ -202,6 +214,10 @@ class Runtime:
         except ValueError:  # not a (shop, agent) key: partitioned by the key itself
             return partition_of(akey.encode(), self.partitions)
         return self._pair_partition(shop, agent)
+
+    def _roster_limit(self, agent: str) -> int | None:
+        info = self.config.agent(agent)
+        return info.max_concurrent if info is not None else None
 
     def _score(self, snap: AgentSnapshot, execution: dict[int, float], now: int) -> None:
         if is_overflow(snap.agent):

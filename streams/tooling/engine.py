@@ -32,6 +32,7 @@ class Engine:
         filters: Filters,
         team_of: TeamOf = lambda _agent: "unassigned",
         lines_for: Callable[[str, str], Lines] | None = None,
+        roster_limit: Callable[[str], int | None] | None = None,
     ) -> None:
         self.rules_for = rules_for
         self.filters = filters
@@ -39,6 +40,8 @@ class Engine:
         self.lines_for = lines_for or (lambda shop, _agent: rules_for(shop).lines)
         self.stage1 = ConversationStage(rules_for, filters)
         self.stage2 = Aggregates(rules_for, self.lines_for, team_of)
+        if roster_limit is not None:
+            self.stage2.roster_limit = roster_limit
         self.now_ms = 0
 
     @property
@@ -69,7 +72,7 @@ class Engine:
                 records[f"{akey}{SEP}{m}"] = self.stage2.record(f"{akey}{SEP}{m}")
             for day in st.days:
                 records[f"{akey}{SEP}d{day}"] = self.stage2.record(f"{akey}{SEP}d{day}")
-            for part in ("p", "t", "e"):
+            for part in ("p", "t", "e", "S", "c"):
                 records[f"{akey}{SEP}{part}"] = self.stage2.record(f"{akey}{SEP}{part}")
         return orjson.dumps({"c": convs, "a": records, "o": self.stage1.outcomes},
                             option=orjson.OPT_NON_STR_KEYS)

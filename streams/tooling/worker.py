@@ -19,7 +19,7 @@ from streams.tooling.net import free_port, http_get
 
 __all__ = ["TOPIC_KINDS", "WorkerProcess", "topics_for"]
 
-TOPIC_KINDS = ("chat", "orders", "ratings", "deadletter")
+TOPIC_KINDS = ("chat", "orders", "ratings", "agents", "deadletter")
 
 
 def topics_for(app_id: str) -> dict[str, str]:
@@ -68,6 +68,7 @@ class WorkerProcess:
             "KEFU_TOPIC_CHAT": self.topics["chat"],
             "KEFU_TOPIC_ORDERS": self.topics["orders"],
             "KEFU_TOPIC_RATINGS": self.topics["ratings"],
+            **({"KEFU_TOPIC_AGENTS": self.topics["agents"]} if "agents" in self.topics else {}),
             "KEFU_TOPIC_DEADLETTER": self.topics["deadletter"],
             **({"KEFU_CONFIG": str(config)} if config is not None else {}),
             **(extra_env or {}),

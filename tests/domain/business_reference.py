@@ -59,6 +59,14 @@ The definitions (SPEC §1 and §3, with the lead's decisions where the SPEC is o
 8. An entry (shop, agent) appears when any business figure of any window, the month included, is
    non-zero (the comparison reads a missing engine entry as all zeros, so a vanished entry that
    still has month figures is a difference).
+9. Resolution: walk each conversation's de-duplicated chat in (ts, message_id) order; a buyer
+   message opens a session when none is open or the last event is more than session_idle ago
+   (its ts is the session's start); its agent_id becomes the holder, a transfer's agent_id too;
+   a `close` ends the session and, with `resolved`, marks it for the holder at the close's ts
+   (not for an ad buyer, nor without a holder). A rating with `resolved` (not ad at its ts)
+   belongs to the latest session started at or before its ts (none: a session of its own) and
+   replaces that session's mark with its own (rated agent, ts, value); of several, the largest
+   (ts, agent) wins. marked_sessions / resolved_sessions count marks by ts in W.
 
 Where a point was open, the module flags below name the choice.
 """
@@ -185,11 +193,22 @@ class Rating:
     ad: bool
 
 
+@dataclass(frozen=True)
+class ResolutionMark:
+    """A session's counted resolution mark (definition 9)."""
+
+    shop: str
+    agent: str
+    ts: int
+    resolved: bool
+
+
 @dataclass
 class BusinessTrace:
     orders: list[OrderRow] = field(default_factory=list)
     inquiries: list[Inquiry] = field(default_factory=list)
     ratings: list[Rating] = field(default_factory=list)
+    marks: list[ResolutionMark] = field(default_factory=list)
 
 
 @dataclass
@@ -208,10 +227,13 @@ class BizKpis:
     ratings: int = 0
     rating_sum: int = 0
     ratings_good: int = 0
+    marked_sessions: int = 0
+    resolved_sessions: int = 0
 
     COUNTS = (
         "inquiries", "converted", "ordered_buyers", "paid_buyers", "paid_orders",
         "refunded_orders", "assists", "ratings", "rating_sum", "ratings_good",
+        "marked_sessions", "resolved_sessions",
     )  # fmt: skip
 
     @property
@@ -245,6 +267,10 @@ class BizKpis:
     @property
     def csat_good_share(self) -> float | None:
         return self.ratings_good / self.ratings if self.ratings else None
+
+    @property
+    def resolution_rate(self) -> float | None:
+        return self.resolved_sessions / self.marked_sessions if self.marked_sessions else None
 
     def nonzero(self) -> bool:
         return bool(any(getattr(self, n) for n in self.COUNTS) or self.sales or self.refund_amount)
@@ -369,11 +395,55 @@ def business_walk(
             )
         )
 
-    for r in _dedup_ratings(ratings):
+    rated = _dedup_ratings(ratings)
+    for r in rated:
         conv = (r.shop_id, r.buyer_id)
         trace.ratings.append(Rating(r.shop_id, r.buyer_id, r.agent_id, r.ts, r.score,
                                     is_ad(conv, r.ts)))
+    trace.marks = resolution_marks(chat, rated, rules_for, is_ad)
     return trace
+
+
+def resolution_marks(
+    chat: Sequence[ChatEvent], ratings: Sequence[RatingEvent], rules_for: RulesFor,
+    is_ad: Callable[[tuple[str, str], int], bool],
+) -> list[ResolutionMark]:
+    """Definition 9, over de-duplicated chat and ratings: one mark per session at most."""
+    by_conv: dict[tuple[str, str], list[ChatEvent]] = {}
+    for e in chat:
+        by_conv.setdefault((e.shop_id, e.buyer_id), []).append(e)
+    starts: dict[tuple[str, str], list[int]] = {}
+    marks: dict[tuple[tuple[str, str], str], tuple[int, str, bool]] = {}
+    for conv, evs in by_conv.items():
+        idle = rules_for(conv[0]).session_idle_ms
+        open_, last, agent, start = False, -1, None, -1
+        for e in sorted(evs, key=lambda e: (e.ts, e.message_id)):
+            if e.event == "close":
+                if e.resolved is not None and open_ and agent is not None \
+                        and not is_ad(conv, e.ts):
+                    marks[(conv, str(start))] = (e.ts, agent, e.resolved)
+                open_, agent = False, None
+            elif e.event == "transfer":
+                agent = e.agent_id
+            elif e.sender == "buyer":
+                if not open_ or (last >= 0 and e.ts - last > idle):
+                    open_, start = True, e.ts
+                    starts.setdefault(conv, []).append(start)
+                agent = e.agent_id
+            last = e.ts
+    votes: dict[tuple[tuple[str, str], str], tuple[int, str, bool]] = {}
+    for r in ratings:
+        conv = (r.shop_id, r.buyer_id)
+        if r.resolved is None or is_ad(conv, r.ts):
+            continue
+        before = [s for s in starts.get(conv, ()) if s <= r.ts]
+        key = str(max(before)) if before else f"r{r.ts}\x1f{r.agent_id}"
+        vote = (r.ts, r.agent_id, r.resolved)
+        if (conv, key) not in votes or vote > votes[(conv, key)]:
+            votes[(conv, key)] = vote
+    marks.update(votes)  # the buyer's word counts over the agent's
+    return [ResolutionMark(conv[0], agent, ts, resolved)
+            for (conv, _), (ts, agent, resolved) in marks.items()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,6 +493,9 @@ def window_kpis(
     w.ratings = len(rated)
     w.rating_sum = sum(r.score for r in rated)
     w.ratings_good = sum(1 for r in rated if r.score >= 4)
+    marked = [m for m in trace.marks if m.shop == shop and m.agent == agent and lo <= m.ts <= hi]
+    w.marked_sessions = len(marked)
+    w.resolved_sessions = sum(1 for m in marked if m.resolved)
     return w
 
 
@@ -434,6 +507,7 @@ def _keys(trace: BusinessTrace) -> set[tuple[str, str]]:
             keys.add((o.shop, o.credited))
             keys.update((o.shop, a) for a in o.assists)
     keys.update((r.shop, r.agent) for r in trace.ratings if not r.ad)
+    keys.update((m.shop, m.agent) for m in trace.marks)
     return keys
 
 
@@ -655,6 +729,7 @@ def completion(
 FIELDS: tuple[str, ...] = (
     "inquiries", "converted", "ordered_buyers", "paid_buyers", "paid_orders", "sales_units",
     "refunded_orders", "refund_units", "assists", "ratings", "rating_sum", "ratings_good",
+    "marked_sessions", "resolved_sessions",
 )  # fmt: skip
 
 

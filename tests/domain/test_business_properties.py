@@ -159,11 +159,13 @@ def business_scenarios(draw: st.DrawFn, max_steps: int = 35) -> BizScenario:
     buyer = buyers[0]
 
     def chat(
-        sender: str, agent: str | None, kind: str = "message", text: str | None = None
+        sender: str, agent: str | None, kind: str = "message", text: str | None = None,
+        resolved: bool | None = None,
     ) -> None:
         nonlocal n_msg
         n_msg += 1
-        events.append(ChatEvent(f"m{n_msg:03d}", "s1", buyer, sender, agent, t, kind, text))  # type: ignore[arg-type]
+        events.append(ChatEvent(f"m{n_msg:03d}", "s1", buyer, sender, agent, t, kind, text,  # type: ignore[arg-type]
+                                resolved))
         if sender == "agent" and kind == "message":
             replies[buyer].append(t)
 
@@ -233,11 +235,12 @@ def business_scenarios(draw: st.DrawFn, max_steps: int = 35) -> BizScenario:
                 order_event(order_id, "cancelled", "0")
         elif action == "rating":
             events.append(RatingEvent("s1", buyer, draw(st.sampled_from(agents)),
-                                      draw(st.integers(1, 5)), t))
+                                      draw(st.integers(1, 5)), t,
+                                      draw(st.sampled_from((None, True, False)))))
         elif action == "transfer":
             chat("system", draw(st.sampled_from(agents)), "transfer")
         elif action == "close":
-            chat("system", None, "close")
+            chat("system", None, "close", resolved=draw(st.sampled_from((None, True, False))))
     assume(any(not isinstance(e, ChatEvent) for e in events))
     return BizScenario(events=events, rules=rules, filters=filters)
 
@@ -341,7 +344,8 @@ def _coverage(expected: dict, scn: BizScenario, now: int) -> None:
     if any(k[1] == "" for k in expected):
         event("silent orders")
     month = [s.windows["month"] for s in expected.values()]
-    for name in ("assists", "refunded_orders", "converted", "paid_orders", "ratings"):
+    for name in ("assists", "refunded_orders", "converted", "paid_orders", "ratings",
+                 "marked_sessions", "resolved_sessions"):
         if any(getattr(w, name) for w in month):
             event(f"has {name}")
     if any(w.ordered_buyers > w.paid_buyers for w in month):

@@ -22,11 +22,13 @@ from streams.domain.facts import (
     BUYER_MSG,
     DEL,
     FIRST,
+    INTERNAL_KINDS,
     ORDER,
     PENDING,
     PUT,
     RATING,
     ROUND,
+    SESSION_STARTED,
     UNANSWERED,
     Fact,
 )
@@ -64,7 +66,9 @@ def test_a_buyer_message_opens_a_session_and_a_round() -> None:
     core.apply(chat("m1", "buyer", T0), CTX, out)
     assert core.session_open and core.agent == "a1"
     assert (core.p_start, core.p_msg, core.p_first, core.p_counted) == (T0, "m1", True, True)
-    assert kinds(out) == [BUYER_MSG]
+    assert core.session_start == T0
+    # the internal session mark stays inside the conversation (`Conversation.process` drops it)
+    assert kinds(out) == [SESSION_STARTED, BUYER_MSG] and SESSION_STARTED in INTERNAL_KINDS
     pending = core.pending_fact(CTX)
     assert pending is not None and pending.kind == PENDING
     assert (pending.waiting_since, pending.last_event_ts) == (T0, T0)
@@ -224,8 +228,8 @@ def test_codec_round_trip_is_equal_through_json() -> None:
 def test_codec_keeps_the_record_format() -> None:
     """The keys are what changelogs already hold: changing one loses every stored state."""
     record = conversation_codec.encode(_busy_conversation())
-    assert list(record) == ["k", "b", "t", "m", "s", "p", "r", "o", "g", "ad", "fz"]
+    assert list(record) == ["k", "b", "t", "m", "s", "p", "r", "o", "g", "ad", "fz", "mk", "ss"]
     assert record["k"] == ["shop", "buyer"]
-    assert len(record["b"]) == 11 and record["m"] == T0 + 20 * S
+    assert len(record["b"]) == 12 and record["m"] == T0 + 20 * S
     assert record["t"][-1] == ["m3", "shop", "buyer", "buyer", "a1", T0 + 20 * S, "message", "hi"]
     assert record["g"] == [["a1", T0 + 40 * S, 4, True]]

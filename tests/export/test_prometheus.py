@@ -40,7 +40,8 @@ def _chat(mid: str, sender: str, ts: int, agent: str, buyer: str) -> bytes:
 
 
 def _day(agent: str, buyers: int) -> list[tuple[str, bytes]]:
-    """Rounds, an order paid and refunded, a rating: every family of a busy agent."""
+    """Rounds, an order paid and refunded, a rating, a resolved session, a status: every
+    family of a busy agent."""
     out: list[tuple[str, bytes]] = []
     for i in range(buyers):
         buyer, t = f"{agent}-b{i}", T0 + i * 60 * S
@@ -52,8 +53,23 @@ def _day(agent: str, buyers: int) -> list[tuple[str, bytes]]:
                                                  "buyer_id": buyer, "status": status,
                                                  "amount": "99.50", "ts": t + dt * S})))
     out.append(("kefu.ratings", orjson.dumps({"shop_id": "s1", "buyer_id": buyer,
-                                              "agent_id": agent, "score": 5, "ts": t + 60 * S})))
+                                              "agent_id": agent, "score": 5, "ts": t + 60 * S,
+                                              "resolved": True})))
+    out.append(("kefu.chat", orjson.dumps({"message_id": f"{buyer}-close", "shop_id": "s1",
+                                           "buyer_id": buyer, "sender": "system",
+                                           "agent_id": agent, "ts": t + 90 * S,
+                                           "event": "close", "resolved": True})))
+    out.append(("kefu.agents", orjson.dumps({"shop_id": "s1", "agent_id": agent,
+                                             "status": "online", "ts": T0 - 60 * S,
+                                             "max_concurrent": 5})))
     return out
+
+
+def _key(event: dict[str, Any]) -> bytes:
+    """The producers' key: the conversation's, or the agent's for status events."""
+    if "buyer_id" in event:
+        return f"s1:{event['buyer_id']}".encode()
+    return f"s1:{event['agent_id']}".encode()
 
 
 async def _state(agents: tuple[str, ...] = ("a1",)) -> Runtime:
@@ -63,8 +79,7 @@ async def _state(agents: tuple[str, ...] = ("a1",)) -> Runtime:
     sink = RecordingSink()
     events = [e for agent in agents for e in _day(agent, buyers=3)]
     events.sort(key=lambda e: orjson.loads(e[1])["ts"])
-    records = [Record(topic, 0, i, f"s1:{orjson.loads(v)['buyer_id']}".encode(), v)
-               for i, (topic, v) in enumerate(events)]
+    records = [Record(topic, 0, i, _key(orjson.loads(v)), v) for i, (topic, v) in enumerate(events)]
     await rt.on_input_batch(records, sink)
     facts = [Record(rt.names.facts, 0, i, key, value)
              for i, (topic, key, value, _, _) in enumerate(sink.sent) if topic == rt.names.facts]

@@ -33,7 +33,8 @@ COUNTS = {
     "kefu_ordered_buyers": "ordered_buyers", "kefu_paid_buyers": "paid_buyers",
     "kefu_paid_orders": "paid_orders", "kefu_refunded_orders": "refunded_orders",
     "kefu_assists": "assists", "kefu_ratings": "ratings", "kefu_ratings_good": "ratings_good",
-    "kefu_rating_score_sum": "rating_sum",
+    "kefu_rating_score_sum": "rating_sum", "kefu_marked_sessions": "marked_sessions",
+    "kefu_resolved_sessions": "resolved_sessions",
 }  # fmt: skip
 # money: (metric, exact Decimal field)
 MONEY = {"kefu_sales_amount": "sales", "kefu_refund_amount": "refund_amount"}
@@ -43,7 +44,7 @@ RATIOS = {
     "kefu_payment_success_rate": "payment_success_rate",
     "kefu_average_order_value": "average_order_value",
     "kefu_refund_rate": "refund_rate", "kefu_csat_mean": "csat_mean",
-    "kefu_csat_good_ratio": "csat_good_share",
+    "kefu_csat_good_ratio": "csat_good_share", "kefu_resolution_rate": "resolution_rate",
 }  # fmt: skip
 SILENT = {
     "kefu_silent_ordered_buyers": "ordered_buyers", "kefu_silent_paid_orders": "paid_orders",

@@ -171,6 +171,8 @@ def snapshots_from_metrics(samples: Mapping[Sample, float], now_ms: int) -> dict
             w.received = int(value)
         elif name == "kefu_replied_buyers":
             w.replied = int(value)
+        elif name == "kefu_missed_buyers":
+            w.missed = int(value)
         elif name == "kefu_agent_messages":
             w.agent_messages = int(value)
         elif name == "kefu_buyer_messages":

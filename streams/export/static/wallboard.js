@@ -63,6 +63,9 @@
       legend_crit_generic: "P90 超考核线或等待超时",
       ads_today: "今日广告/骚扰买家 {n}",
       updated: "更新于 {t}",
+      st_online: "在线", st_busy: "忙碌", st_away: "离开", st_offline: "离线", st_none: "未知",
+      agents_online: "在线坐席",
+      room_sub: "忙碌 {b} · 排队 {q} / 可接待 {f}",
     },
     en: {
       html_lang: "en",
@@ -118,6 +121,10 @@
       legend_crit_generic: "p90 over critical line, or waiting too long",
       ads_today: "ad/spam buyers today {n}",
       updated: "updated {t}",
+      st_online: "online", st_busy: "busy", st_away: "away", st_offline: "offline",
+      st_none: "no status",
+      agents_online: "Agents online",
+      room_sub: "{b} busy · queue {q} / free slots {f}",
     },
   };
 
@@ -332,6 +339,16 @@
     if (!$("kpi-sales").hidden) setText($("v-sales"), moneyText(sales));
     $("kpi-conversion").hidden = conv === null || conv === undefined;
     if (!$("kpi-conversion").hidden) setText($("v-conversion"), pct(conv));
+
+    // The room: agents online, and the queue against the free slots of the online agents.
+    $("kpi-room").hidden = h.agents_online === null || h.agents_online === undefined;
+    if (!$("kpi-room").hidden) {
+      setText($("v-room"), String(h.agents_online));
+      setText($("s-room"), t("room_sub", { b: h.agents_busy, q: h.queue_waiting, f: h.free_capacity }));
+      var present = h.agents_online + h.agents_busy;
+      setKpi("room", h.queue_waiting > 0 && present === 0 ? "crit"
+        : h.queue_waiting > h.free_capacity ? "warn" : "ok");
+    }
   }
 
   function renderOldestKpi(now) {
@@ -401,10 +418,14 @@
     root.setAttribute("data-agent", a.agent);
     root.setAttribute("data-shop", a.shop);
     var head = el("div", "tile-head");
+    var dot = el("i", "st-dot");
     var name = el("span", "tile-name");
     var meta = el("span", "tile-meta");
+    var load = el("span", "tile-load");
+    head.appendChild(dot);
     head.appendChild(name);
     head.appendChild(meta);
+    head.appendChild(load);
     var main = el("div", "tile-main");
     var c1 = el("div", "tile-cell");
     c1.appendChild(el("span", "", t("tile_waiting")));
@@ -445,7 +466,7 @@
     return {
       el: root, name: name, meta: meta, waiting: waiting, oldest: oldest,
       oldestNum: oldestNum, oldestUnit: oldestUnit, p50: p50, p90: p90, mean: mean,
-      reply: reply, data: a,
+      reply: reply, dot: dot, load: load, data: a,
     };
   }
 
@@ -456,6 +477,12 @@
     if (showTeam) meta.push(a.team);
     if (showShop) meta.push(a.shop);
     setText(r.meta, meta.join(" · "));
+    // Status dot and label, and the load "concurrent/max" (接待量/上限).
+    var st = a.agent_status || "none";
+    setClass(r.dot, "st-dot", "st-" + st);
+    r.dot.title = t("st_" + st);
+    setText(r.load, t("st_" + st) + " " + a.concurrent + "/" + a.max_concurrent);
+    setClass(r.load, "tile-load", a.occupancy >= 1 ? "full" : "");
     setText(r.waiting, String(a.waiting));
     setClass(r.waiting, "tile-num t-waiting", a.waiting ? "" : "zero");
     setText(r.p50, rtText(a.p50_5m));
