@@ -70,7 +70,8 @@ class Totals:
 
 
 class AgentState:
-    __slots__ = ("buckets", "days", "execution", "hours", "load", "pending", "prefix", "totals")
+    __slots__ = ("buckets", "buyers", "days", "execution", "hours", "load", "pending", "prefix",
+                 "totals")
 
     def __init__(self) -> None:
         self.buckets: dict[int, Bucket] = {}
@@ -78,6 +79,9 @@ class AgentState:
         # cache: (first, last) minute range -> merged; windows are "prefix + current minute"
         self.prefix: dict[tuple[int, int], Summary] = {}
         self.pending: dict[int, tuple[int, int, int]] = {}  # conversation -> (start, since, last)
+        # conversation -> buyer id, for the waiting list only (`streams.domain.waiting`); a key
+        # of `pending` missing here was recorded before PENDING facts carried the buyer id.
+        self.buyers: dict[int, str] = {}
         self.totals = Totals()
         self.days: dict[int, WindowKpis] = {}  # closed local days (start ms) -> summed KPIs
         self.execution: dict[int, float] = {}  # period start ms -> supervisor points
@@ -139,8 +143,11 @@ class Aggregates:
         if f.kind == PENDING:
             if f.op == DEL:
                 st.pending.pop(f.fid, None)
+                st.buyers.pop(f.fid, None)
             else:
                 st.pending[f.fid] = (f.ts, f.a, f.b)
+                if f.buyer:
+                    st.buyers[f.fid] = f.buyer
             self._dirty.add(akey + SEP + "p")
             return
         if f.kind == STATUS or f.kind == SESSION:
@@ -247,7 +254,10 @@ class Aggregates:
         if st is None:
             return None
         if part == "p":
-            return [[k, *v] for k, v in st.pending.items()] if st.pending else None
+            if not st.pending:
+                return None
+            buyers = st.buyers  # a fifth value where known (older readers take four)
+            return [[k, *v, buyers[k]] if k in buyers else [k, *v] for k, v in st.pending.items()]
         if part == "t":
             return st.totals.to_json()
         if part == "e":
@@ -282,6 +292,7 @@ class Aggregates:
         st = self._state(shop, agent)
         if part == "p":
             st.pending = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in value}
+            st.buyers = {int(r[0]): str(r[4]) for r in value if len(r) > 4}
         elif part == "t":
             st.totals = Totals.from_json(value)
             # Rounds the writer had not counted yet (its *now* was earlier: another worker's

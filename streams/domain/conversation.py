@@ -192,7 +192,9 @@ class Core:
             return None
         agent = self.agent or ""
         since = max(self.p_start, self.assigned_at) if self.agent else self.p_start
-        return Fact(PUT, PENDING, ctx.shop, agent, ctx.conv_hash, self.p_start, since, self.last_ts)
+        # The buyer id rides along: the agent's worker answers GET /api/v1/waiting (`waiting`).
+        return Fact(PUT, PENDING, ctx.shop, agent, ctx.conv_hash, self.p_start, since, self.last_ts,
+                    ctx.buyer)
 
 
 class Conversation:
@@ -507,7 +509,8 @@ class Conversation:
         c.frozen_before = int(d.get("fz", -1))
         p = d.get("p")
         if p is not None:
-            c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])
+            c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3],
+                             ctx.buyer)
         if "mk" in d:
             c.marks = Marks.from_list(d["mk"])
         c.session = status.session_from_list(d.get("ss"), ctx)
