@@ -179,6 +179,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "&shop=tmall-flagship&team=pre-sales)\n"
             f"    metrics    {base}/metrics\n"
             f"    agents     {base}/api/v1/agents?token={read}\n"
+            f"    waiting    {base}/api/v1/waiting?token={read}   (buyer ids; or tap a tile)\n"
             f"    health     {base}/healthz   {base}/readyz\n"
             f"    write      curl -H 'Authorization: Bearer {api_token}' -H 'Content-Type: "
             f"application/json' -d '{{\"shop\":\"…\",\"agent\":\"…\",\"period\":\"today\","

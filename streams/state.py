@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 from streams.config import Config
 from streams.domain.model import AgentSnapshot
+from streams.domain.waiting import WaitingBuyer
 from streams.ports import Sink
 
 HEARTBEAT_GRACE_S = 10.0
@@ -107,3 +108,7 @@ class Console(State, Protocol):
     def submit_execution(
         self, shop: str, agent: str, period: str, points: float, sink: Sink
     ) -> Awaitable[dict[str, Any]]: ...
+
+    def waiting(self, now_ms: int, shop: str | None, agent: str | None) -> list[WaitingBuyer]:
+        """Who is waiting now among this worker's agents, longest first (buyer ids)."""
+        ...

@@ -30,7 +30,8 @@ class Totals:
 
 
 class AgentState:
-    __slots__ = ("buckets", "days", "execution", "hours", "load", "pending", "prefix", "totals")
+    __slots__ = ("buckets", "buyers", "days", "execution", "hours", "load", "pending", "prefix",
+                 "totals")
 
     def __init__(self) -> None:
         self.buckets: dict[int, Bucket] = {}
@@ -38,6 +39,9 @@ class AgentState:
         # cache: (first, last) minute range -> merged; windows are "prefix + current minute"
         self.prefix: dict[tuple[int, int], Summary] = {}
         self.pending: dict[int, tuple[int, int, int]] = {}  # conversation -> (start, since, last)
+        # conversation -> buyer id, for the waiting list only (`streams.domain.waiting`); a key
+        # of `pending` missing here was recorded before PENDING facts carried the buyer id.
+        self.buyers: dict[int, str] = {}
         self.totals = Totals()
         self.days: dict[int, WindowKpis] = {}  # closed local days (start ms) -> summed KPIs
         self.execution: dict[int, float] = {}  # period start ms -> supervisor points

@@ -87,8 +87,11 @@ class Aggregates:
         if f.kind == PENDING:
             if f.op == DEL:
                 st.pending.pop(f.fid, None)
+                st.buyers.pop(f.fid, None)
             else:
                 st.pending[f.fid] = (f.ts, f.a, f.b)
+                if f.buyer_id:
+                    st.buyers[f.fid] = f.buyer_id
             self._dirty.add(akey + SEP + "p")
             return
         if f.kind == STATUS or f.kind == SESSION:

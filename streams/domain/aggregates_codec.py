@@ -30,7 +30,10 @@ from streams.domain.windows import HISTOGRAM_BUCKETS
 def encode(st: AgentState, part: str) -> Any:
     """The value of record `part` of this agent's state; None when it has nothing."""
     if part == "p":
-        return [[k, *v] for k, v in st.pending.items()] if st.pending else None
+        if not st.pending:
+            return None
+        buyers = st.buyers  # a fifth value where known (older readers take four)
+        return [[k, *v, buyers[k]] if k in buyers else [k, *v] for k, v in st.pending.items()]
     if part == "t":
         return totals_to_json(st.totals)
     if part == "e":
@@ -50,6 +53,7 @@ def decode(st: AgentState, part: str, value: Any) -> None:
     """Put record `part` (not None) back into the agent's state, dropping stale caches."""
     if part == "p":
         st.pending = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in value}
+        st.buyers = {int(r[0]): str(r[4]) for r in value if len(r) > 4}
     elif part == "t":
         st.totals = totals_from_json(value)
     elif part == "e":

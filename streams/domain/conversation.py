@@ -181,7 +181,9 @@ class Core:
             return None
         agent = self.agent or ""
         since = max(self.p_start, self.assigned_at) if self.agent else self.p_start
-        return Fact(PUT, PENDING, ctx.shop, agent, ctx.conv_hash, self.p_start, since, self.last_ts)
+        # The buyer id rides along: the agent's worker answers GET /api/v1/waiting (`waiting`).
+        return Fact(PUT, PENDING, ctx.shop, agent, ctx.conv_hash, self.p_start, since, self.last_ts,
+                    ctx.buyer)
 
 
 class Conversation:

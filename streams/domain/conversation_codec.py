@@ -71,7 +71,8 @@ def decode(d: dict[str, Any], ctx: Ctx) -> Conversation:
     c.frozen_before = int(d.get("fz", -1))
     p = d.get("p")
     if p is not None:
-        c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3])
+        c.pending = Fact(PUT, PENDING, ctx.shop, p[0], ctx.conv_hash, p[1], p[2], p[3],
+                         ctx.buyer)
     if "mk" in d:
         c.marks = Marks.from_list(d["mk"])
     c.session = status.session_from_list(d.get("ss"), ctx)

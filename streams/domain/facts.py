@@ -21,7 +21,8 @@ FIRST = "f"  # an answered first round of a session (also a round)
 UNANSWERED = "u"  # a buyer crossed `unanswered_after` while assigned: ts = crossing, b = buyer
 AGENT_MSG = "m"  # a human message from the agent (Q/A numerator): ts
 BUYER_MSG = "b"  # a buyer message assigned to the agent (Q/A denominator): ts
-PENDING = "p"  # a round waiting now: fid = conversation, ts = round start, a = assigned, b = last
+PENDING = "p"  # a round waiting now: fid = conversation, ts = round start, a = assigned, b = last;
+# the only kind that carries `buyer` (the buyer id, for GET /api/v1/waiting: see `waiting`)
 AD_BUYER = "x"  # a buyer became an ad buyer (shop level, agent ""): ts
 ORDER = "o"  # an order credited to the agent ("" = silent order): ts = created, b = buyer
 PAID = "$"  # a credited order was paid: ts = paid, a = amount in 1/10000 units, b = buyer
@@ -57,6 +58,10 @@ class Fact(NamedTuple):
     ts: int  # epoch ms that places the record in a minute bucket
     a: int = 0
     b: int = 0
+    # The buyer id, on PENDING facts only (see `streams.domain.waiting`): stage 2 holds the
+    # agent's waiting list, but buyer ids live only in stage 1's conversations. Empty on
+    # every other kind, whose wire row stays the six values it always was.
+    buyer_id: str = ""
 
     # What `a` and `b` mean depends on the kind (the wire keeps two plain ints). These name
     # them; each is only meaningful for the kinds listed (others hold 0 there).
@@ -105,12 +110,17 @@ class Fact(NamedTuple):
         return self._replace(op=DEL)
 
     def to_wire(self) -> list[object]:
-        return [self.op, self.kind, self.fid, self.ts, self.a, self.b]
+        row: list[object] = [self.op, self.kind, self.fid, self.ts, self.a, self.b]
+        if self.buyer_id:
+            row.append(self.buyer_id)  # a seventh value, on PENDING rows only
+        return row
 
     @staticmethod
     def from_wire(shop: str, agent: str, row: list[object]) -> Fact:
-        op, kind, fid, ts, a, b = row
-        return Fact(int(op), str(kind), shop, agent, int(fid), int(ts), int(a), int(b))  # type: ignore[call-overload]
+        op, kind, fid, ts, a, b = row[:6]
+        buyer = str(row[6]) if len(row) > 6 else ""
+        return Fact(int(op), str(kind), shop, agent, int(fid), int(ts), int(a), int(b),  # type: ignore[call-overload]
+                    buyer)
 
 
 def stable_hash(*parts: str) -> int:

@@ -12,6 +12,9 @@ So:
   Bearer, or `?token=` for links and the wall-board TV. The API token reads too.
 - `KEFU_METRICS_TOKEN`, when set, guards `/metrics` (Bearer, for Prometheus' `authorization`).
 - `KEFU_WALLBOARD_TOKEN` (older) keeps opening the wall-board page and its feed.
+- `GET /api/v1/waiting` lists buyer ids, so it always needs the read or the API token, even
+  where reads are open (no read token set); with neither configured it is refused (403). The
+  wall-board token never opens it: a TV link is shared more widely than a read token.
 
 Tokens are compared in constant time (`hmac.compare_digest`), so response timing does not leak
 how much of a guess was right.
@@ -63,6 +66,11 @@ class Tokens:
         """Tokens that open reads; empty = reads are open (no read token configured)."""
         if self.read is None:
             return []
+        return [t for t in (self.read, self.api) if t]
+
+    def buyer_readers(self) -> list[str]:
+        """Tokens that open buyer ids (the waiting list): read and API token, whichever are
+        set; empty = nobody may (never "open", unlike `readers`)."""
         return [t for t in (self.read, self.api) if t]
 
     def board_readers(self) -> list[str]:

@@ -1,5 +1,5 @@
 """The worker's HTTP surface (docs/interfaces.md): /metrics, /api/v1/agents,
-/api/v1/scorecard, /api/v1/execution, /healthz, /readyz, and the wall-board.
+/api/v1/scorecard, /api/v1/waiting, /api/v1/execution, /healthz, /readyz, and the wall-board.
 
 Pages only read the runtime's snapshots. Plain aiohttp handlers on Faust's own web server
 (`mount` takes any aiohttp router, so the tests serve exactly these handlers). Who may read and
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web as aioweb
 
-from streams.export import api, auth, prometheus, scorecard_api, wallboard
+from streams.export import api, auth, prometheus, scorecard_api, waiting_api, wallboard
 from streams.export.execution import FieldError, parse_execution
 from streams.ports import Sink
 from streams.state import Console
@@ -95,6 +95,43 @@ class Routes:
         return aioweb.Response(body=body, content_type=ctype, headers={**_NO_STORE, **headers},
                                charset="utf-8" if ctype == "text/csv" else None)
 
+    def buyer_ids_denied(self, request: aioweb.Request) -> aioweb.Response | None:
+        """SPEC §7: buyer ids always need the read or the API token, even where reads are open.
+
+        Bearer, `?token=`, or the wall-board's cookie (sent only under /wallboard, so the board
+        reaches this handler as `wallboard/waiting`); the cookie counts only if it holds one of
+        those two tokens, never the older wall-board token.
+        """
+        allowed = self.tokens.buyer_readers()
+        if not allowed:
+            return _json({"error": f"the waiting list holds buyer ids: set {auth.READ_TOKEN_ENV} "
+                                   f"(or {auth.API_TOKEN_ENV}) to allow it and send it as "
+                                   "Authorization: Bearer …"}, 403)
+        if _cross_site(request):
+            return _json({"error": "cross-origin reads of buyer ids are refused"}, 403)
+        given = (auth.bearer(request.headers), request.query.get("token"),
+                 request.cookies.get(wallboard.COOKIE))
+        if any(auth.matches(g, allowed) for g in given):
+            return None
+        return _unauthorized("the waiting list")
+
+    async def waiting(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        """Who is waiting now, longest first: buyer ids and waits (waiting_api)."""
+        denied = self.buyer_ids_denied(request)
+        if denied is not None:
+            return denied
+        if not self.rt.health.ready:
+            return _json({"error": "the worker is still recovering its state; try again"}, 503,
+                         {"Retry-After": "5"})
+        try:
+            q = waiting_api.parse_query(request.query)
+        except waiting_api.WaitingError as exc:
+            return _json(exc.body(), 400)
+        now = self.rt.clock.now_ms()
+        rows = self.rt.waiting(now, q.shop, q.agent)
+        return _json(waiting_api.document(rows, q, now, self.rt.clock.mode),
+                     headers={"Referrer-Policy": "no-referrer"})
+
     async def execution(self, request: aioweb.Request) -> aioweb.StreamResponse:
         """POST {"shop", "agent", "period": "today"|"month"|"YYYY-MM(-DD)", "points"}."""
         if not self.tokens.api:
@@ -145,6 +182,9 @@ class Routes:
             ("GET", "/metrics", self.metrics),
             ("GET", "/api/v1/agents", self.agents),
             ("GET", "/api/v1/scorecard", self.scorecard),
+            ("GET", "/api/v1/waiting", self.waiting),
+            # The same list for the wall-board's drill-down, under the path its cookie covers.
+            ("GET", "/wallboard/waiting", self.waiting),
             ("POST", "/api/v1/execution", self.execution),
             ("GET", "/healthz", self.healthz),
             ("GET", "/readyz", self.readyz),

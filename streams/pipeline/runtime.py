@@ -42,6 +42,7 @@ from streams.domain.limits import OVER_LIMIT_TEAM, AgentLimits, is_overflow, ove
 from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
 from streams.domain.stage1 import ConversationStage, InputEvent
+from streams.domain.waiting import WaitingBuyer, waiting_now
 from streams.domain.windows import month_start_ms, period_start_ms
 from streams.events import (
     Rejected,
@@ -452,6 +453,10 @@ class Runtime:
             await (await sink.send_many(self.names.agg_changelog, encoded, seal=True))
 
     # -- supervisor input ------------------------------------------------------------------------
+
+    def waiting(self, now_ms: int, shop: str | None, agent: str | None) -> list[WaitingBuyer]:
+        """The waiting list the exporters serve (`streams.domain.waiting`)."""
+        return waiting_now(self.aggs, now_ms, shop, agent)
 
     async def submit_execution(
         self, shop: str, agent: str, period: str, points: float, sink: Sink

@@ -274,3 +274,131 @@ def test_wallboard_live_in_chromium(broker: Any, worker: Worker, browser: Any) -
         again.stop()
     context.close()
     print(f"\nwall-board first paint {load_s:.2f}s; screenshots in {SHOTS}")
+
+
+# -- drill-down: who is waiting (GET /api/v1/waiting behind a tile) ------------------------------
+
+READ_TOKEN = "read-room-9c"
+WAITERS = {"bw-old": 200, "bw-mid": 90, "bw-new": 40}  # buyer -> seconds waiting at the start
+
+
+@pytest.fixture
+def guarded(broker: Any, app_id: str, workdir: Path) -> Iterator[Worker]:
+    """A worker with a read token (the drill-down's) and the older wall-board token (a TV's)."""
+    roster = "".join(
+        f'[[agents]]\nid = "{aid}"\nname = "{name}"\nteam = "{team}"\n\n'
+        for aid, (name, team) in AGENTS.items()
+    )
+    config = workdir / "kefu.toml"
+    config.write_text(roster, encoding="utf-8")
+    w = Worker(broker, app_id=app_id, workdir=workdir, clock="wall", config_path=config,
+               env={"KEFU_WALLBOARD_TOKEN": TOKEN, "KEFU_READ_TOKEN": READ_TOKEN})
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def seconds(text: str) -> int:
+    """A wait as the board writes it: "40秒" / "40s", "3:20", "1:02:03"."""
+    digits = text.rstrip("秒s").strip()
+    total = 0
+    for part in digits.split(":"):
+        total = total * 60 + int(part)
+    return total
+
+
+def drill_rows(page: Any) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = page.eval_on_selector_all(
+        "#drill-list .drill-row",
+        "els => els.map(e => [e.querySelector('.drill-buyer').textContent,"
+        " e.querySelector('.drill-wait').textContent])")
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def test_drill_down_lists_waiting_buyers_only_with_the_read_token(
+    broker: Any, guarded: Worker, browser: Any,
+) -> None:
+    url = guarded.url
+    chat = Chat()
+    t0 = time.time()
+    for buyer, waited in WAITERS.items():  # unanswered buyers of 晓雯 (w-wait)
+        chat.msg(buyer, "buyer", "w-wait", int((t0 - waited) * 1000), text=PRIVATE_TEXT)
+    chat.round("bf0", "w-fast", int((t0 - 60) * 1000), 3)  # answered: never listed
+    produce(broker, guarded.topics["chat"], chat.take())
+    tile = f"{SHOP}/w-wait"
+
+    def waiting_api() -> dict[str, Any]:
+        status, body = guarded.get(f"/api/v1/waiting?shop={SHOP}&agent=w-wait&token={READ_TOKEN}")
+        assert status == 200, status
+        result: dict[str, Any] = orjson.loads(body)
+        return result
+
+    guarded.wait_until(lambda: waiting_api()["total"] == len(WAITERS), 60, "the waiting buyers")
+    assert guarded.get("/api/v1/waiting")[0] == 401
+    assert guarded.get(f"/api/v1/waiting?token={TOKEN}")[0] == 401  # the TV's token: no ids
+
+    # A board opened with the wall-board token: the tile says 3, a click says a token is needed.
+    context = browser.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+    tv = context.new_page()
+    errors: list[str] = []
+    tv.on("pageerror", lambda e: errors.append(str(e)))
+    tv.goto(f"{url}/wallboard?token={TOKEN}")
+    tv.wait_for_function(
+        f"""() => {{ const t = document.querySelector('.tile[data-id="{tile}"]');
+            return t && t.querySelector('.t-waiting').textContent === '{len(WAITERS)}'; }}""",
+        timeout=20_000)
+    tv.click(f'.tile[data-id="{tile}"]')
+    tv.wait_for_selector("#drill-msg:not([hidden])", timeout=5_000)
+    tv.wait_for_function(
+        "() => document.querySelector('#drill-msg').textContent.includes('令牌')", timeout=5_000)
+    html = tv.content()
+    assert not any(b in html for b in WAITERS) and PRIVATE_TEXT not in html
+    assert drill_rows(tv) == []
+    shot(tv, "wallboard-drill-no-token-1080p.png")
+    tv.keyboard.press("Escape")
+    assert tv.is_hidden("#drill")
+    context.close()
+
+    # Opened with the read token: the list names each buyer, longest wait first.
+    context = browser.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/wallboard?token={READ_TOKEN}")
+    page.wait_for_selector(f'.tile[data-id="{tile}"]', timeout=20_000)
+    assert not any(b in page.content() for b in WAITERS)  # nothing before the tap
+    page.click(f'.tile[data-id="{tile}"]')
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#drill-list .drill-row').length === {len(WAITERS)}",
+        timeout=10_000)
+    page.wait_for_timeout(600)  # a tick: the waits are written locally
+    rows = drill_rows(page)
+    elapsed = time.time() - t0
+    assert [b for b, _ in rows] == sorted(WAITERS, key=lambda b: -WAITERS[b]), rows
+    for buyer, wait in rows:
+        expected = WAITERS[buyer] + elapsed
+        assert abs(seconds(wait) - expected) <= 3, (buyer, wait, expected)
+    assert seconds(rows[0][1]) > seconds(rows[1][1]) > seconds(rows[2][1])
+    assert "晓雯" in page.inner_text("#drill-title") and "3" in page.inner_text("#drill-title")
+    assert PRIVATE_TEXT not in page.content()  # ids only; never message text
+    shot(page, "wallboard-drill-1080p.png")
+
+    # Escape closes it and the ids leave the page; a tap anywhere closes it too.
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#drill")
+    assert not any(b in page.content() for b in WAITERS)
+    page.click(f'.tile[data-id="{tile}"]')
+    page.wait_for_selector("#drill-list .drill-row", timeout=10_000)
+    page.mouse.click(5, 5)
+    assert page.is_hidden("#drill") and not any(b in page.content() for b in WAITERS)
+
+    # English strings like the rest of the board.
+    en = context.new_page()
+    en.goto(f"{url}/wallboard?lang=en&token={READ_TOKEN}")
+    en.click(f'.tile[data-id="{tile}"]')
+    en.wait_for_selector("#drill-list .drill-row", timeout=10_000)
+    assert "buyers waiting" in en.inner_text("#drill-title")
+    assert drill_rows(en)[0][0] == "bw-old" and drill_rows(en)[0][1].count(":") == 1
+    context.close()
+    assert not errors, errors

@@ -66,6 +66,14 @@
       st_online: "在线", st_busy: "忙碌", st_away: "离开", st_offline: "离线", st_none: "未知",
       agents_online: "在线坐席",
       room_sub: "忙碌 {b} · 排队 {q} / 可接待 {f}",
+      drill_title: "{name} · 等待中的买家 {n} 人",
+      drill_close: "点击任意处关闭 · Esc",
+      drill_loading: "加载中…",
+      drill_none: "当前无人等待",
+      drill_token: "查看等待中的买家需要读取令牌：请用 ?token=（KEFU_READ_TOKEN）打开看板",
+      drill_error: "无法加载等待列表",
+      drill_unknown: "（未知买家）",
+      drill_more: "另有 {n} 人未列出",
     },
     en: {
       html_lang: "en",
@@ -125,6 +133,14 @@
       st_none: "no status",
       agents_online: "Agents online",
       room_sub: "{b} busy · queue {q} / free slots {f}",
+      drill_title: "{name} · {n} buyers waiting",
+      drill_close: "tap anywhere or press Esc to close",
+      drill_loading: "loading…",
+      drill_none: "nobody is waiting now",
+      drill_token: "Waiting buyers need the read token: open the board with ?token= (KEFU_READ_TOKEN)",
+      drill_error: "could not load the waiting list",
+      drill_unknown: "(unknown buyer)",
+      drill_more: "{n} more not listed",
     },
   };
 
@@ -414,6 +430,7 @@
 
   function makeTile(a) {
     var root = el("div", "tile");
+    root.setAttribute("role", "button");
     root.setAttribute("data-id", a.id);
     root.setAttribute("data-agent", a.agent);
     root.setAttribute("data-shop", a.shop);
@@ -563,7 +580,7 @@
     var ids = [];
     shown.forEach(function (a) {
       var r = tiles[a.id];
-      if (!r) { r = tiles[a.id] = makeTile(a); }
+      if (!r) { r = tiles[a.id] = makeTile(a); bindDrill(r); }
       updateTile(r, a, showShop, showTeam);
       seen[a.id] = true;
       ids.push(a.id);
@@ -636,10 +653,131 @@
       renderOldestKpi(now);
       Object.keys(tiles).forEach(function (id) { liveTile(tiles[id], now); });
     }
+    liveDrill(now);
+  }
+
+  // ---- drill-down: who is waiting on one agent ---------------------------------------------
+  //
+  // The only place buyer ids ever reach the page. The board's pushed state never holds them;
+  // they come from wallboard/waiting, which needs the read (or API) token — the board's cookie
+  // or ?token= — and answers 401/403 otherwise, when the panel only says a token is needed.
+  // Rows keep the server's order (longest wait first); waits count up locally like the tiles.
+
+  var DRILL_REFRESH_MS = 5000;
+  var DRILL_CLOSE_MS = 60000; // a TV must not keep showing buyer ids once nobody looks
+  var drill = null; // {shop, agent, name, lines, rows, timer, closer, seq}
+  var drillSeq = 0;
+
+  function bindDrill(r) {
+    r.el.addEventListener("click", function (ev) {
+      ev.stopPropagation();
+      openDrill(r.data);
+    });
+  }
+
+  function waitingUrl(shop, agent) {
+    var q = new URLSearchParams();
+    q.set("shop", shop);
+    q.set("agent", agent);
+    var token = params.get("token");
+    if (token) q.set("token", token);
+    return "wallboard/waiting?" + q.toString();
+  }
+
+  function drillMessage(text) {
+    var m = $("drill-msg");
+    m.hidden = !text;
+    setText(m, text || "");
+  }
+
+  function openDrill(a) {
+    closeDrill();
+    drill = { shop: a.shop, agent: a.agent, name: a.name, lines: a.lines, rows: null,
+      seq: ++drillSeq };
+    setText($("drill-title"), t("drill_title", { name: a.name, n: a.waiting }));
+    drillMessage(t("drill_loading"));
+    $("drill").hidden = false;
+    loadDrill();
+    drill.timer = window.setInterval(loadDrill, DRILL_REFRESH_MS);
+    drill.closer = window.setTimeout(closeDrill, DRILL_CLOSE_MS);
+  }
+
+  function closeDrill() {
+    if (!drill) return;
+    window.clearInterval(drill.timer);
+    window.clearTimeout(drill.closer);
+    drill = null;
+    $("drill").hidden = true;
+    $("drill-list").textContent = ""; // the buyer ids leave the page with the panel
+    $("drill-more").hidden = true;
+    drillMessage("");
+  }
+
+  function loadDrill() {
+    if (!drill) return;
+    var mine = drill;
+    var seq = drill.seq;
+    fetch(waitingUrl(mine.shop, mine.agent), { credentials: "same-origin", cache: "no-store" })
+      .then(function (resp) {
+        if (resp.status === 401 || resp.status === 403) return { denied: true };
+        if (!resp.ok) throw new Error(String(resp.status));
+        return resp.json();
+      })
+      .then(function (body) {
+        if (!drill || drill.seq !== seq) return; // closed or another tile opened meanwhile
+        if (body.denied) {
+          window.clearInterval(drill.timer); // asking again will not help
+          drill.rows = null;
+          $("drill-list").textContent = "";
+          drillMessage(t("drill_token"));
+          return;
+        }
+        renderDrill(body);
+      })
+      .catch(function () {
+        if (drill && drill.seq === seq && !drill.rows) drillMessage(t("drill_error"));
+      });
+  }
+
+  function renderDrill(body) {
+    var rows = body.waiting || [];
+    drill.rows = rows;
+    setText($("drill-title"), t("drill_title", { name: drill.name, n: body.total }));
+    drillMessage(rows.length ? "" : t("drill_none"));
+    var list = $("drill-list");
+    list.textContent = "";
+    rows.forEach(function (w) {
+      var li = el("li", "drill-row");
+      li.appendChild(el("span", "drill-buyer", w.buyer === null ? t("drill_unknown") : w.buyer));
+      var wait = el("span", "drill-wait");
+      li.appendChild(wait);
+      li._since = w.since;
+      list.appendChild(li);
+    });
+    var more = body.total - rows.length;
+    $("drill-more").hidden = more <= 0;
+    if (more > 0) setText($("drill-more"), t("drill_more", { n: more }));
+    liveDrill(serverNow());
+  }
+
+  function liveDrill(now) {
+    if (!drill || !drill.rows) return;
+    Array.prototype.forEach.call($("drill-list").children, function (li) {
+      var wait = Math.max(0, now - li._since);
+      var span = li.lastChild;
+      setText(span, durationText(wait));
+      var lines = drill.lines;
+      setClass(span, "drill-wait", !lines ? "" : wait > lines.page_wait ? "hot-crit"
+        : wait > lines.warning ? "hot-warn" : "");
+    });
   }
 
   function start() {
     applyStatic();
+    $("drill").addEventListener("click", closeDrill);
+    document.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape") closeDrill();
+    });
     connect();
     window.setInterval(tick, 500);
     // The grid's room changes with the window and when the stale banner comes and goes.
