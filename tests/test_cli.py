@@ -1,4 +1,4 @@
-"""The command line fails with one clear line on bad settings (issue 13, defect 7)."""
+"""The command line fails with one clear line on bad settings."""
 
 from __future__ import annotations
 

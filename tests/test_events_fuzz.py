@@ -1,6 +1,6 @@
 """Every decoder, fuzzed: any bytes, any JSON, each field mutated — accepted or `Rejected`.
 
-Issue 13: no input may crash the worker, so a decoder may only return an event or raise
+no input may crash the worker, so a decoder may only return an event or raise
 `Rejected` with a reason; anything else escaping would be a bug some producer will find.
 """
 

@@ -403,7 +403,7 @@ async def test_streams_end_when_the_server_shuts_down(rt: FakeRuntime) -> None:
     writer.close()
 
 
-# ---- ids with separators (issue 13, defect 2) -------------------------------------------------
+# ---- ids with separators -------------------------------------------------
 
 
 def test_tiles_of_ids_with_slashes_never_collide() -> None:

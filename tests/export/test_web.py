@@ -1,6 +1,6 @@
 """The worker's HTTP surface on a real aiohttp server: tokens, CSRF, strict validation.
 
-Issue 13, defect 4: anyone could write execution points (the scorecard agents are paid by):
+anyone could write execution points (the scorecard agents are paid by):
 no token, cross-origin text/plain and form posts accepted, loose coercion (`"3"`, `true`,
 `null` shop, 10,000-char ids, unknown agents, periods 0001-01-01 / 9999-12-31); the wall-board
 token did not cover `/api/v1/agents` or `/metrics`.

@@ -1,4 +1,4 @@
-"""Hostile input on the real broker, against one worker that is never restarted (issue 13).
+"""Hostile input on the real broker, against one worker that is never restarted.
 
 Among an honest generated day: a ~1 MB value (defect 1: re-sent whole to the dead letter it
 crashed the worker, and every restart), an event dated 2099 (defect 3: it set the watermark to

@@ -1,4 +1,4 @@
-"""Readiness tells the truth: a worker whose broker is gone is not ready (issue 13, defect 8).
+"""Readiness tells the truth: a worker whose broker is gone is not ready.
 
 Before: with the broker gone for 20 s, /readyz stayed 200 and kefu_worker_ready 1 throughout.
 A broker of its own (the session's is shared by every test), stopped under a ready worker.

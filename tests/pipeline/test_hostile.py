@@ -1,6 +1,6 @@
 """Hostile records in a batch: each is dead-lettered with its reason, none stops the batch.
 
-Issue 13: a ~1 MB value crashed the worker when its raw bytes were re-sent to the dead letter
+a ~1 MB value crashed the worker when its raw bytes were re-sent to the dead letter
 (over the producer's request limit); a valid event dated 2099 moved the watermark and hid lag;
 any exception other than a validation error escaped the handler and crashed the worker.
 """

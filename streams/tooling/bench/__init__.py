@@ -1,6 +1,6 @@
 """`kefu-pulse bench`: the worker measured against a bare consumer, on the same data, in one run.
 
-Issue 6 asks for ratios, not absolute numbers: every figure here comes from one process tree on
+The benchmark reports ratios, not absolute numbers: every figure here comes from one process tree on
 one machine, with the same generated events, so the ratios survive a slower or faster box.
 
 Phases (each prints a line to stderr as it goes; the table goes to stdout and `--out`):

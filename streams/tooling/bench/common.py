@@ -22,7 +22,7 @@ SCRAPE_SHARE = 0.1  # the bench's own /metrics polls may take this share of a wo
 PROFILE_S = 40.0  # seconds of py-spy sampling
 FEEDS = 10  # wall-board feeds watching the probe agent, staggered over a second
 
-# Issue 6 goals.
+# The performance goals (docs/benchmarks.md).
 GOAL_RATIO_MIN = 0.06
 GOAL_RATIO_AIM = 0.15
 GOAL_LATENCY_P99_S = 1.0
