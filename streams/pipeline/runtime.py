@@ -1,21 +1,12 @@
-"""The worker's batch handlers, between Faust (below) and the domain (above).
+"""The worker's runtime: state and handlers between Faust (below) and the domain (above).
 
-One path per event: decode → validate → conversation state → facts → per-agent aggregates →
-snapshots that the exporters read. Everything here works on plain `Record`s and a `Sink` that
-sends bytes, so it knows nothing of Faust streams.
+One path per event: decode → validate → conversation state → facts (stage 1, `input_stage`)
+→ per-agent aggregates (stage 2, here) → snapshots that the exporters read. Everything here
+works on plain `Record`s and a `Sink` that sends bytes, so it knows nothing of Faust streams.
 
-Crash safety (at-least-once in, exactly-once effect): per chat batch the facts are made durable
-*before* the conversation state that remembers having produced them, and the batch is acked
-only after both. A crash can therefore repeat facts (the aggregates ignore repeats by id) but
-never lose them; repeated chat events are dropped by message id.
-
-Which errors do what: anything wrong with *one input record* — it breaks the rules, is dated
-past `max_future_skew`, or makes a decoder or the conversation state machine raise — sends that
-record to the dead letter with its reason (a value of any size fits: see `events.dead_letter`)
-and the batch goes on. Errors of the worker's *own* state or of the broker (a changelog or facts
-write that fails, the aggregates raising on facts the worker wrote itself) still escape the
-handler and crash the worker, which recovers on restart (see `pipeline.faust_adapter`):
-skipping those would lose or double-count data silently.
+Crash safety (at-least-once in, exactly-once effect): stage 1's write order is in
+`input_stage`; stage 2 applies a round of facts, writes the changed aggregate records and only
+then lets the facts be acked, so a crash repeats facts (ignored by id) and loses none.
 """
 
 from __future__ import annotations
@@ -25,132 +16,46 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
 import orjson
 
 from streams import failpoints
 from streams.config import Config, Settings
-from streams.domain import conversation_codec, scorecard
+from streams.domain import scorecard
 from streams.domain.aggregates import SEP, Aggregates
-from streams.domain.conversation import Conversation
 from streams.domain.facts import EXECUTION, PUT, Fact, stable_hash
 from streams.domain.keys import agent_key, routing_key_of, split_agent_key
 from streams.domain.limits import OVER_LIMIT_TEAM, AgentLimits, is_overflow, overflow_partition
 from streams.domain.model import AgentSnapshot
 from streams.domain.rules import MINUTE_MS, Lines
-from streams.domain.stage1 import ConversationStage, InputEvent
+from streams.domain.stage1 import ConversationStage
 from streams.domain.waiting import WaitingBuyer, waiting_now
 from streams.domain.windows import month_start_ms, period_start_ms
-from streams.events import (
-    Rejected,
-    dead_letter,
-    decode_agent_status,
-    decode_chat,
-    decode_order,
-    decode_rating,
-)
-from streams.pipeline import outbox
+from streams.pipeline.conversation_table import ConversationTable, stored
+from streams.pipeline.input_stage import DECODERS, OUTBOX_EVENTS_MAX, InputStage
+from streams.pipeline.names import KIND_HEADER, Names
 from streams.pipeline.partitioning import partition_of
 from streams.ports import Out, Record, Sink
 from streams.state import HEARTBEAT_GRACE_S, Clock, Health
 
 log = logging.getLogger(__name__)
 
-KIND_HEADER = "kefu-kind"
+__all__ = [
+    "DECODERS", "HEARTBEAT_INTERVAL_S", "KIND_HEADER", "OUTBOX_EVENTS_MAX", "TICK_S",
+    "WATERMARK_KEY", "ConversationTable", "Names", "Record", "Runtime",
+]
+
 # Aggregates-changelog record of the watermark, one per partition (ids hold no control
 # characters, so no agent record can have this key).
 WATERMARK_KEY = "\x00watermark:"
-# Events of one conversation decided per write when a batch floods it (see `_input_batch`).
-OUTBOX_EVENTS_MAX = 500
 NON_STR_KEYS = orjson.OPT_NON_STR_KEYS  # bucket records are keyed by int fact ids
 HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see streams.worker)
-Decoder = Callable[[bytes, int], InputEvent]
-DECODERS: dict[str, Decoder] = {
-    "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
-    "agents": decode_agent_status,
-}
 
 
-@dataclass(frozen=True, slots=True)
-class Names:
-    """Topic names: the public input topics and the worker's internal ones."""
-
-    chat: str
-    orders: str
-    ratings: str
-    rekey: str
-    facts: str
-    deadletter: str
-    conv_changelog: str
-    agg_changelog: str
-    heartbeat: str
-    agents: str = "kefu.agents"  # status events (keyed by agent, not by conversation)
-
-    @staticmethod
-    def for_settings(settings: Settings) -> Names:
-        app = settings.app_id
-        return Names(
-            chat=settings.topic_chat,
-            orders=settings.topic_orders,
-            ratings=settings.topic_ratings,
-            agents=settings.topic_agents,
-            rekey=f"{app}-chat-rekey",
-            facts=f"{app}-facts",
-            deadletter=settings.topic_deadletter,
-            conv_changelog=f"{app}-conversations-changelog",
-            agg_changelog=f"{app}-aggregates-changelog",
-            heartbeat=f"{app}-heartbeat",
-        )
-
-    chat_kind = "chat"
-
-
-def stored(value: Any) -> Any:
-    """A table value as decoded; records restored in bulk stay raw bytes (see JsonTable)."""
-    return orjson.loads(value) if isinstance(value, bytes) else value
-
-
-class ConversationTable(MutableMapping[str, Conversation]):
-    """Conversations kept in the Faust table's store, decoded lazily after recovery.
-
-    Reads and writes touch only the local store; the changelog is written by the runtime,
-    eagerly serialized, so what reaches Kafka is exactly the state at the end of the batch.
-    """
-
-    def __init__(self, store: MutableMapping[str, Any], stage: ConversationStage) -> None:
-        self.store = store
-        self.stage = stage
-
-    def __getitem__(self, key: str) -> Conversation:
-        value = self.store[key]
-        if isinstance(value, Conversation):
-            return value
-        if value is None:
-            raise KeyError(key)
-        value = stored(value)
-        shop, buyer = conversation_codec.identity(value)
-        conv = conversation_codec.decode(value, self.stage.ctx(shop, buyer))
-        self.store[key] = conv
-        return conv
-
-    def __setitem__(self, key: str, value: Conversation) -> None:
-        self.store[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.store[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return (key for key in self.store if not outbox.is_marker(key))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-class Runtime:
+class Runtime(InputStage):
     """State and batch handlers of one worker."""
 
     def __init__(self, settings: Settings, config: Config, partitions: int) -> None:
@@ -237,172 +142,6 @@ class Runtime:
     def use_table(self, store: MutableMapping[str, Any]) -> None:
         """Keep conversations in the Faust table's local store (recovered by Faust)."""
         self.stage1.conversations = ConversationTable(store, self.stage1)  # type: ignore[assignment]
-
-    # -- stage 1: chat events → facts ------------------------------------------------------------
-
-    def _decoder(self, rec: Record) -> tuple[str, Decoder]:
-        """(input kind, decoder) of a record: by topic, or by header on the rekey topic."""
-        names = self.names
-        kind = self.kind_of_topic.get(rec.topic)
-        if kind is None:  # the internal rekey topic: the header says what it carries
-            kind = (rec.headers or {}).get(KIND_HEADER, b"chat").decode()
-        return kind, DECODERS.get(kind, DECODERS[names.chat_kind])
-
-    async def on_input_batch(self, records: Sequence[Record], sink: Sink) -> None:
-        """Stage 1: chat, order and rating events of the partitions this worker owns."""
-        async with self.stage1_lock:
-            await self._input_batch(records, sink)
-
-    async def _input_batch(self, records: Sequence[Record], sink: Sink) -> None:
-        names = self.names
-        good: list[InputEvent] = []
-        early: list[Awaitable[Any]] = []
-        rekeyed: list[Out] = []
-        sources: list[tuple[Record, str]] = []  # each good event's record and topic
-        counts = self.events_total
-        max_bytes = self.settings.max_event_bytes
-        for rec in records:
-            self.last_offsets[(rec.topic, rec.partition)] = rec.offset
-            kind, decode = self._decoder(rec)
-            topic = self.topic_of_kind[kind]
-            raw = rec.value or b""
-            reason = self._check(decode, raw, max_bytes)
-            if isinstance(reason, str):
-                early.append(await self._dead_letter(rec, topic, reason, sink))
-                failpoints.hit("stage1.dead_letter_sent")
-                continue
-            ev = reason
-            key = ev.routing_key
-            if rec.key != key and rec.topic != names.rekey:
-                rekeyed.append(self._rekey(kind, key, raw))
-                counts[(topic, "rekeyed")] += 1
-                continue
-            good.append(ev)
-            sources.append((rec, topic))
-        if rekeyed:
-            early.append(await sink.send_many(names.rekey, rekeyed))
-        # A conversation's outbox holds what it made in one write: a flood on one conversation
-        # is decided in slices so that its record stays well under the producer's size limit.
-        step = len(good)
-        if step > OUTBOX_EVENTS_MAX and max(
-                Counter(ev.state_key for ev in good).values()) > OUTBOX_EVENTS_MAX:
-            step = OUTBOX_EVENTS_MAX
-        for start in range(0, max(len(good), 1), max(step, 1)):
-            await self._decide(good[start:start + step], sources[start:start + step], early, sink)
-            early = []
-        self.health.last_batch_at = time.time()
-
-    async def _decide(self, good: Sequence[InputEvent], sources: Sequence[tuple[Record, str]],
-                      early: list[Awaitable[Any]], sink: Sink) -> None:
-        """Run the state machine over events, then make its state and facts durable."""
-        counts = self.events_total
-        marks = self.partition_watermarks
-        made_by: dict[str, list[Fact]] = {}
-        facts, touched = self.stage1.process_batch(good, emitted_by=made_by)
-        failed = {index for index, _ in self.stage1.failed}
-        for index, reason in self.stage1.failed:
-            rec, topic = sources[index]
-            early.append(await self._dead_letter(rec, topic, reason, sink))
-        self.stage1.failed.clear()
-        for index, ev in enumerate(good):
-            if index not in failed:
-                self.clock.observe(ev.ts)
-                part = sources[index][0].partition
-                if ev.ts > marks.get(part, 0):
-                    marks[part] = ev.ts
-        for kind, outcomes in self.stage1.outcome_counters():
-            for outcome, n in outcomes.items():
-                if n:
-                    counts[(self.topic_of_kind[kind], outcome)] += n
-                    outcomes[outcome] = 0
-        # The state first, each record with the facts it made (its outbox), then the facts:
-        # a crash in between leaves a state that remembers its facts (see `outbox`).
-        convs = self.stage1.conversations
-        parts = self.partitions
-        state, listed = outbox.state_records(
-            touched, made_by, lambda key: conversation_codec.encode(convs[key]),
-            lambda key: partition_of(routing_key_of(key), parts))
-        if state:
-            early.append(await sink.send_many(self.names.conv_changelog, state, seal=True))
-        if early:
-            await asyncio.gather(*early)
-        await failpoints.ahit("stage1.state_durable")
-        futures = await self._send_facts(facts, sink)
-        if futures:
-            await asyncio.gather(*futures)
-        self.outbox_listed |= listed  # delivered: their markers are emptied at the next tick
-        await failpoints.ahit("stage1.facts_durable")
-
-    def _check(self, decode: Decoder, raw: bytes, max_bytes: int) -> InputEvent | str:
-        """The decoded event, or the reason to dead-letter it.
-
-        Input errors of one record never escape: `Rejected` (the rules) and any other
-        exception (a decoder bug some input found) both become that record's reason. Errors
-        of the worker's own state and of the broker still raise (see `pipeline.faust_adapter`).
-        """
-        try:
-            ev = decode(raw, max_bytes)
-        except Rejected as exc:
-            return exc.reason
-        except Exception as exc:
-            log.warning("decoder failed on a record: %r", exc)
-            return f"error:{type(exc).__name__}"
-        if ev.ts > time.time() * 1000 + self.config.rules(ev.shop_id).max_future_skew_ms:
-            return "future:ts"  # one bad clock must not move *now* or hide lag
-        return ev
-
-    async def _dead_letter(
-        self, rec: Record, topic: str, reason: str, sink: Sink
-    ) -> Awaitable[Any]:
-        """Count a rejected record and send its dead letter (a value that always fits)."""
-        self.events_total[(topic, "rejected")] += 1
-        self.rejected_reasons[(topic, reason.split(":")[0])] += 1
-        key, value, headers = dead_letter(
-            rec.value or b"", rec.key, reason, topic, rec.partition, rec.offset
-        )
-        return await sink.send(self.names.deadletter, key, value, None, headers)
-
-    def _rekey(self, kind: str, key: bytes, raw: bytes) -> Out:
-        """An event for where its conversation lives; it is processed from there."""
-        return key, raw, partition_of(key, self.partitions), [(KIND_HEADER, kind.encode())]
-
-    async def on_forward_batch(self, records: Sequence[Record], sink: Sink) -> None:
-        """Input topics partitioned unlike the chat topic: everything goes through the rekey
-        topic, so orders still meet their conversation on one partition."""
-        out: list[Out] = []
-        early: list[Awaitable[Any]] = []
-        for rec in records:
-            kind, decode = self._decoder(rec)
-            topic = self.topic_of_kind[kind]
-            raw = rec.value or b""
-            checked = self._check(decode, raw, self.settings.max_event_bytes)
-            if isinstance(checked, str):  # dead-lettered here, with its own offset
-                early.append(await self._dead_letter(rec, topic, checked, sink))
-                continue
-            out.append(self._rekey(kind, checked.routing_key, raw))
-            self.events_total[(topic, "rekeyed")] += 1
-        if out:
-            early.append(await sink.send_many(self.names.rekey, out))
-        if early:
-            await asyncio.gather(*early)
-
-    async def _send_facts(self, facts: Iterable[Fact], sink: Sink) -> list[Awaitable[Any]]:
-        """One message per facts partition: {"shop\x1fagent": [fact rows…], …}.
-
-        Per partition, not per agent: a batch touching 1,000 agents is a handful of messages.
-        """
-        by_agent: dict[tuple[str, str], list[list[object]]] = {}
-        for f in facts:
-            by_agent.setdefault((f.shop, f.agent), []).append(f.to_wire())
-        if not by_agent:
-            return []
-        by_part: dict[int, dict[str, list[list[object]]]] = {}
-        for (shop, agent), rows in by_agent.items():
-            akey = agent_key(shop, agent)
-            by_part.setdefault(partition_of(akey.encode(), self.partitions), {})[akey] = rows
-        out: list[Out] = [(None, orjson.dumps(group), part, None)
-                          for part, group in by_part.items()]
-        return [await sink.send_many(self.names.facts, out)]
 
     # -- stage 2: facts → per-agent aggregates ---------------------------------------------------
 
@@ -516,52 +255,6 @@ class Runtime:
                 n += 1
         store.clear()  # the domain objects are the live copy; the changelog is the durable one
         return n
-
-    async def resend_outboxes(self, sink: Sink) -> int:
-        """After recovery: send again the facts of states that were written just before a crash.
-
-        Runs before any input of the new assignment: a replayed event the recovered state
-        already holds is a duplicate and makes no fact, so its facts come from here.
-        """
-        convs = self.stage1.conversations
-        if not isinstance(convs, ConversationTable):
-            return 0
-        async with self.stage1_lock:
-            facts = outbox.take_pending(convs.store, sorted(self.owned), stored)
-            futures = await self._send_facts(facts, sink)
-            if futures:
-                await asyncio.gather(*futures)
-        if facts:
-            log.info("re-sent %d facts from the outboxes of recovered conversations", len(facts))
-        return len(facts)
-
-    async def clear_outboxes(self, sink: Sink) -> None:
-        """Empty the markers whose facts are acknowledged, so a restart re-sends nothing old."""
-        async with self.stage1_lock:  # a batch writes markers too: never in between
-            if not self.outbox_listed:
-                return
-            records = outbox.cleared_markers(self.outbox_listed & self.owned)
-            self.outbox_listed.clear()
-            if records:
-                await sink.send_many(self.names.conv_changelog, records)
-
-    async def sweep_conversations(self, now: int, sink: Sink) -> int:
-        """Forget idle conversations: closing facts first (durable), then the tombstones."""
-        async with self.stage1_lock:
-            facts, gone = self.stage1.expire(now)
-            if not gone:
-                return 0
-            futures = await self._send_facts(facts, sink)
-            if futures:
-                await asyncio.gather(*futures)
-            await failpoints.ahit("sweep.facts_durable")
-            tombstones: list[Out] = [
-                (key.encode(), None, partition_of(routing_key_of(key), self.partitions), None)
-                for key in gone
-            ]
-            await (await sink.send_many(self.names.conv_changelog, tombstones, seal=True))
-        log.info("forgot %d idle conversations", len(gone))
-        return len(gone)
 
     async def heartbeat(self, sink: Sink) -> None:
         """Produce one tiny record and wait for the broker's ack (see `Health.lag_seconds`)."""

@@ -54,19 +54,19 @@ def classify(frames: Sequence[tuple[str, str]], thread: str = "MainThread") -> s
     below = files[k + 1:]
     if "/streams/export/" in f:
         return "/metrics & pages"
-    if (fn in _PRODUCE_FUNCS or (fn == "send" and f.endswith("/streams/pipeline/app.py"))
+    if (fn in _PRODUCE_FUNCS or (fn in ("send", "send_many") and f.endswith("/faust_adapter/sink.py"))
             or any("producer" in x for x in below)):
         return "produce (facts, changelogs, rekey)"
     if fn == "partition_of" or "murmur2" in funcs:
         return "partition_of (pure-Python murmur2)"
     if f.endswith("/streams/events.py"):
         return "decode + validate"
-    if re.search(r"/streams/domain/(aggregates|buckets|windows|scorecard)", f):
+    if re.search(r"/streams/domain/(aggregates|agent_state|buckets|windows|scorecard|status)", f):
         return "domain: aggregates & snapshots (stage 2)"
     if "/streams/domain/" in f:
         return "domain: conversations (stage 1)"
-    if f.endswith("/streams/pipeline/app.py") and fn.endswith("_agent") and below:
-        return machinery  # inside `async for … in stream.take_events(…)`
+    if "/faust_adapter/" in f and below:
+        return machinery  # Faust's loop as the adapter drives it
     return "pipeline glue (streams/pipeline)"
 
 
