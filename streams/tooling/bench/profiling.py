@@ -54,8 +54,8 @@ def classify(frames: Sequence[tuple[str, str]], thread: str = "MainThread") -> s
     below = files[k + 1:]
     if "/streams/export/" in f:
         return "/metrics & pages"
-    if (fn in _PRODUCE_FUNCS or (fn in ("send", "send_many") and f.endswith("/faust_adapter/sink.py"))
-            or any("producer" in x for x in below)):
+    sink = fn in ("send", "send_many") and f.endswith("/faust_adapter/sink.py")
+    if fn in _PRODUCE_FUNCS or sink or any("producer" in x for x in below):
         return "produce (facts, changelogs, rekey)"
     if fn == "partition_of" or "murmur2" in funcs:
         return "partition_of (pure-Python murmur2)"
