@@ -117,7 +117,7 @@ def say(msg: str) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded broker + one worker + the simulator, until Ctrl-C; prints the URLs."""
     from streams.tooling.broker import EmbeddedBroker
-    from streams.tooling.simulate import DEMO, Simulator, demo_script
+    from streams.tooling.simulate import DEMO, Simulator, demo_config, demo_script
 
     if args.port is None:
         args.port = _settings().web_port
@@ -125,12 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sim = Simulator(seed=args.seed, agents_per_shop=args.agents_per_shop, profile=DEMO)
     config_path = Path(args.config) if args.config else workdir / "kefu.toml"
     if not args.config:
-        config_path.write_text(
-            '[defaults]\nprofile = "taobao"\n\n[filters]\n'
-            'ad_patterns = ["加微信", "(?i)https?://", "QQ号"]\n\n'
-            + sim.shops_toml() + "\n" + sim.roster_toml(),
-            encoding="utf-8",
-        )
+        config_path.write_text(demo_config(sim), encoding="utf-8")
     say("starting the embedded Kafka-compatible broker (Tansu) …")
     broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
     say(f"broker ready at {broker.bootstrap}")

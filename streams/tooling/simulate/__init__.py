@@ -29,7 +29,7 @@ from streams.tooling.simulate.model import (
     TopicKind,
 )
 from streams.tooling.simulate.profile import DEFAULT, DEMO, PROFILES, Incident, Profile
-from streams.tooling.simulate.script import demo_script
+from streams.tooling.simulate.script import demo_config, demo_script
 from streams.tooling.simulate.simulator import Simulator
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "SimShop",
     "Simulator",
     "TopicKind",
+    "demo_config",
     "demo_script",
     "read_jsonl",
     "run_replay",

@@ -1,8 +1,9 @@
-"""The demo banner's "what will happen when": the profile's script, told in advance.
+"""What `make demo` tells and configures: the banner's script and the demo's TOML.
 
 A newcomer looking at a board cannot tell a scripted incident from a bug in the monitor. Saying
 beforehand who goes away, when the page line is crossed and when they come back turns the red
-tile into the point of the demo; the times come from the same profile the simulator runs.
+tile into the point of the demo; the times come from the same profile the simulator runs. The
+config lives here too, so the tests judge the room by exactly the rules the demo worker uses.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from streams.tooling.simulate.status import LATE_JOIN_S
 def _clock(seconds: float) -> str:
     s = max(0, round(seconds))
     return f"{s // 60}:{s % 60:02d}"
+
+
+def demo_config(sim: Simulator) -> str:
+    """The demo worker's TOML: taobao defaults, the ad filter, each shop's rules, the roster."""
+    return (
+        '[defaults]\nprofile = "taobao"\n\n[filters]\n'
+        'ad_patterns = ["加微信", "(?i)https?://", "QQ号"]\n\n'
+        + sim.shops_toml() + "\n" + sim.roster_toml()
+    )
 
 
 def demo_script(sim: Simulator, config_given: bool = False) -> str:

@@ -174,12 +174,15 @@ class _Session:
         if r.random() < 0.5:
             self._chat(t + r.randrange(5_000, 60_000), "agent", agent, None, "close")
 
-    def chat(self, t0: int) -> None:
+    def chat(self, t0: int, forced: SimAgent | None = None) -> None:
+        """A chatting buyer; `forced`: the agent the router sends them to (a scripted case)."""
         r = self.r
         team = "after-sales" if r.random() < 0.3 else "pre-sales"
+        if forced is not None:
+            team = forced.team
         asks = _AFTER_SALES_ASK if team == "after-sales" else _PRE_SALES_ASK
         rates = self.profile
-        agent = self._agent_of(team, t0)
+        agent = self._agent_of(team, t0) if forced is None else forced
         unanswered = r.random() < rates.unanswered_rate
         transfer_at = 1 + int(r.random() * 3) if r.random() < rates.transfer_rate else -1
         rounds = 1

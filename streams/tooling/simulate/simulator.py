@@ -106,14 +106,17 @@ class Simulator:
         return "".join(out)
 
     def shops_toml(self) -> str:
-        """`[shops.<id>]` tables selecting each shop's platform rule profile (and, for a profile
-        with an incident, that shop's shorter page line, so the page fires within minutes)."""
+        """`[shops.<id>]` tables selecting each shop's platform rule profile (and what the
+        profile asks of the demo config: the incident shop's shorter page line, so the page
+        fires within minutes; service around the clock, so the hour of the run does not matter)."""
         out = []
         inc, page = self.profile.incident, self.profile.page_wait_seconds
         for i, s in enumerate(self.shops):
             out.append(f"\n[shops.{_toml_str(s.id)}]\nprofile = {_toml_str(s.platform)}\n")
             if inc is not None and page is not None and i == inc.shop_index:
                 out.append(f"page_wait_seconds = {page:g}  # demo: default 180\n")
+            if self.profile.always_in_service:
+                out.append("service_hours = []  # demo: graded at any hour you run it\n")
         return "".join(out)
 
     @property
@@ -161,7 +164,7 @@ class _Run:
         heap = self.heap
         status = self.plan.events() if self.plan is not None else iter(())
         upcoming = next(status, None)
-        for n, t in enumerate(self._arrivals()):
+        for t, n, forced in self._merged_arrivals():
             while upcoming is not None and upcoming.ts <= t:  # status events join the heap
                 self.push(upcoming.ts, upcoming)
                 upcoming = next(status, None)
@@ -169,7 +172,7 @@ class _Run:
                 break
             while heap and heap[0][0] <= t:
                 yield heapq.heappop(heap)[2]
-            self._session(n, t)
+            self._session(n, t, forced)
         while upcoming is not None and upcoming.ts < end:
             self.push(upcoming.ts, upcoming)
             upcoming = next(status, None)
@@ -178,6 +181,23 @@ class _Run:
             if msg.ts >= end:
                 break
             yield msg
+
+    def _merged_arrivals(self) -> Iterator[tuple[int, int, SimAgent | None]]:
+        """(time, visit number, forced agent): chance arrivals plus the incident's scripted
+        buyers (negative numbers, their own random streams), in time order."""
+        plan = self.plan
+        inc = self.profile.incident
+        scripted: list[tuple[int, SimAgent]] = []
+        if plan is not None and inc is not None and plan.incident_agent is not None:
+            scripted = [
+                (plan.away_ms + int(s * 1000), plan.incident_agent) for s in inc.buyers_after_s
+            ]
+        k = 0
+        for n, t in enumerate(self._arrivals()):
+            while k < len(scripted) and scripted[k][0] <= t:
+                yield scripted[k][0], -(k + 1), scripted[k][1]
+                k += 1
+            yield t, n, None
 
     def _arrivals(self) -> Iterator[int]:
         """Non-homogeneous Poisson arrivals (thinning): a 30-min wave plus promotion bursts."""
@@ -214,10 +234,12 @@ class _Run:
             return reply_ms  # no draw: the default day keeps its bytes
         return self.plan.held_reply(agent, asked_ms, reply_ms, r.randrange(2_000, 6_000))
 
-    def _session(self, n: int, t0: int) -> None:
+    def _session(self, n: int, t0: int, forced: SimAgent | None = None) -> None:
         r = random.Random(f"kefu-session:{self.sim.seed}:{self.sim.start_ms}:{n}")
         shop = r.choices(self.sim.shops, self.weights)[0]
-        roll = r.random()
+        if forced is not None:  # a scripted buyer: chats with that agent
+            shop = next(s for s in self.sim.shops if s.id == forced.shop)
+        roll = 1.0 if forced is not None else r.random()
         ad_rate = self.profile.ad_buyer_rate
         is_ad = roll < ad_rate
         buyer = self._buyer(r, shop, t0, returning=not is_ad)
@@ -227,7 +249,7 @@ class _Run:
         elif roll < ad_rate + self.profile.silent_buyer_rate:
             s.order(t0)
         else:
-            s.chat(t0)
+            s.chat(t0, forced)
         s.flush()
         busy = self.busy_until
         busy.pop((shop.id, buyer), None)
