@@ -132,14 +132,18 @@ def test_most_agents_inside_the_warning_line(room: Room) -> None:
 def test_mostly_green_a_few_amber_one_or_two_red(room: Room) -> None:
     inc = room.sim.incident_agent
     assert inc is not None
+    ambers = 0
     for mark, board in room.boards.items():
         counts = Counter(t.status for t in board.values())
         assert counts["ok"] >= 0.75 * len(board), (mark, counts)
         assert counts["crit"] <= 3, (mark, [t for t in board.values() if t.status == "crit"])
+        assert counts["warn"] <= 5, (mark, counts)
+        ambers += counts["warn"]
         # Red never because of a buyer left waiting, except the incident's.
         for t in board.values():
             if t.agent != inc.id:
                 assert t.oldest_s < 90.0, (mark, t)
+    assert ambers > 0  # the slower agents drift over the warning line now and then
 
 
 def test_a_handful_of_buyers_wait(room: Room) -> None:
