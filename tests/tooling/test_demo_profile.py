@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import tomllib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -36,7 +37,9 @@ LIVE_MS = 1_760_000_000_000  # 2025-10-09 16:53 Beijing: inside every platform's
 WARMUP_MS = 300_000  # run_simulate's default warm-up
 AGENTS_PER_SHOP = 12  # make demo's default
 SEEDS = (7, 2, 3)
-DECODE = {"chat": decode_chat, "orders": decode_order, "ratings": decode_rating}
+DECODE: dict[str, Callable[[bytes], InputEvent]] = {
+    "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
+}
 
 
 def demo_sim(seed: int) -> Simulator:
