@@ -67,11 +67,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streams.tooling.simulate import run_simulate
+    from streams.tooling.simulate import PROFILES, run_simulate
 
     settings = _settings()
-    run_simulate(settings, rate=args.rate, seed=args.seed, duration=args.duration,
-                 agents_per_shop=args.agents_per_shop)
+    profile = PROFILES[args.profile]
+    rate = args.rate
+    if rate is None and profile.buyers_per_agent_minute is None:
+        rate = 40.0  # the default day's load
+    run_simulate(settings, rate=rate, seed=args.seed, duration=args.duration,
+                 agents_per_shop=args.agents_per_shop, profile=profile)
     return 0
 
 
@@ -114,20 +118,15 @@ def say(msg: str) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded broker + one worker + the simulator, until Ctrl-C; prints the URLs."""
     from streams.tooling.broker import EmbeddedBroker
-    from streams.tooling.simulate import Simulator
+    from streams.tooling.simulate import DEMO, Simulator, demo_config, demo_script
 
     if args.port is None:
         args.port = _settings().web_port
     workdir = Path(tempfile.mkdtemp(prefix="kefu-demo-"))
-    sim = Simulator(seed=args.seed, agents_per_shop=args.agents_per_shop)
+    sim = Simulator(seed=args.seed, agents_per_shop=args.agents_per_shop, profile=DEMO)
     config_path = Path(args.config) if args.config else workdir / "kefu.toml"
     if not args.config:
-        config_path.write_text(
-            '[defaults]\nprofile = "taobao"\n\n[filters]\n'
-            'ad_patterns = ["加微信", "(?i)https?://", "QQ号"]\n\n'
-            + sim.shops_toml() + "\n" + sim.roster_toml(),
-            encoding="utf-8",
-        )
+        config_path.write_text(demo_config(sim), encoding="utf-8")
     say("starting the embedded Kafka-compatible broker (Tansu) …")
     broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
     say(f"broker ready at {broker.bootstrap}")
@@ -166,9 +165,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 1
         say("worker ready; starting the simulator …")
         slog = open(workdir / "simulator.log", "wb")  # noqa: SIM115
+        rate = [] if args.rate is None else ["--rate", str(args.rate)]
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "simulate", "--rate", str(args.rate),
+                [sys.executable, "-m", "streams.cli", "simulate", "--profile", "demo", *rate,
                  "--seed", str(args.seed), "--agents-per-shop", str(args.agents_per_shop)],
                 env=env, stdout=slog, stderr=slog, start_new_session=True,
             )
@@ -185,7 +185,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"application/json' -d '{{\"shop\":\"…\",\"agent\":\"…\",\"period\":\"today\","
             f"\"points\":5}}' {base}/api/v1/execution\n"
             f"    logs       {workdir}\n"
-            "  Press Ctrl-C to stop.\n",
+            + demo_script(sim, config_given=bool(args.config))
+            + "  Press Ctrl-C to stop.\n",
             flush=True,
         )
         while all(p.poll() is None for p in procs):
@@ -252,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="embedded broker + worker + simulator; prints the URLs")
     # Default read in cmd_demo through Settings, so a bad KEFU_WEB_PORT is one clear line.
     d.add_argument("--port", type=int, default=None, help="worker HTTP port (KEFU_WEB_PORT)")
-    d.add_argument("--rate", type=float, default=20.0, help="simulated events per second")
+    d.add_argument("--rate", type=float, default=None,
+                   help="simulated events per second (default: a calm room, ~0.8 new buyers "
+                        "a minute per agent)")
     d.add_argument("--agents-per-shop", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--partitions", type=int, default=4)
@@ -262,7 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("simulate", help="produce a realistic live customer-service day")
-    s.add_argument("--rate", type=float, default=40.0, help="approximate events per second")
+    s.add_argument("--rate", type=float, default=None,
+                   help="approximate events per second (default: 40, or the profile's own load)")
+    s.add_argument("--profile", choices=("default", "demo"), default="default",
+                   help="default: the awkward day tests use; demo: a calm room with status "
+                        "events and a scripted incident")
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
     s.add_argument("--agents-per-shop", type=int, default=6,

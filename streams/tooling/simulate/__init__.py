@@ -9,8 +9,13 @@ duplicates, sub-second reordering, wrongly keyed messages and a little garbage. 
 the same seed and start time give byte-identical output, so tests can assert on it.
 `run_simulate` (live, paced on the wall clock) and `run_replay` (JSONL files) put it on Kafka.
 
-Modules: `model` (types, rates, texts), `simulator` (roster and arrivals), `session` (one
-buyer's visit), `jsonl` (files), `live` (Kafka).
+That awkward day is the `DEFAULT` profile. The demo runs `DEMO` instead: a calm room where red
+means something, with agent status events, resolution marks and one scripted incident, told
+in advance by `demo_script` (see `profile`).
+
+Modules: `model` (types, rates, texts), `profile` (kinds of day), `simulator` (roster and
+arrivals), `session` (one buyer's visit), `status` (who is at their console), `script` (the
+demo banner), `jsonl` (files), `live` (Kafka).
 """
 
 from streams.tooling.simulate.jsonl import read_jsonl, write_jsonl
@@ -23,16 +28,25 @@ from streams.tooling.simulate.model import (
     SimShop,
     TopicKind,
 )
+from streams.tooling.simulate.profile import DEFAULT, DEMO, PROFILES, Incident, Profile
+from streams.tooling.simulate.script import demo_config, demo_script
 from streams.tooling.simulate.simulator import Simulator
 
 __all__ = [
+    "DEFAULT",
     "DEFAULT_START_MS",
+    "DEMO",
+    "PROFILES",
     "TOPIC_KINDS",
+    "Incident",
+    "Profile",
     "SimAgent",
     "SimMessage",
     "SimShop",
     "Simulator",
     "TopicKind",
+    "demo_config",
+    "demo_script",
     "read_jsonl",
     "run_replay",
     "run_simulate",

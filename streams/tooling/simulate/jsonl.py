@@ -57,6 +57,8 @@ def _infer_topic(obj: dict[str, Any]) -> TopicKind:
         return "orders"
     if "score" in obj:
         return "ratings"
+    if "status" in obj and "buyer_id" not in obj:  # an agent's console status
+        return "agents"
     return "chat"
 
 
@@ -65,6 +67,9 @@ def _derived_key(obj: Any) -> bytes | None:
         shop, buyer = obj.get("shop_id"), obj.get("buyer_id")
         if type(shop) is str and type(buyer) is str:
             return f"{shop}:{buyer}".encode()
+        agent = obj.get("agent_id")
+        if type(shop) is str and type(agent) is str and "status" in obj:  # kefu.agents' key
+            return f"{shop}:{agent}".encode()
     return None
 
 

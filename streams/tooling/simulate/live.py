@@ -5,6 +5,7 @@ produces a JSONL file. Kafka clients are imported only when a command runs.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -19,26 +20,41 @@ if TYPE_CHECKING:
 
 from streams.tooling.simulate.jsonl import read_jsonl
 from streams.tooling.simulate.model import CST, TopicKind
+from streams.tooling.simulate.profile import DEFAULT, PROFILES, Profile
 from streams.tooling.simulate.simulator import Simulator
+
+AGENTS_TOPIC = "kefu.agents"
 
 
 def _topics(settings: Settings) -> dict[TopicKind, str]:
+    # `kefu.agents` (SPEC §2) may not be a setting yet: take it from the environment like the
+    # others (KEFU_TOPIC_AGENTS) so status events land where the worker will look for them.
+    agents = getattr(settings, "topic_agents", None) or (
+        os.environ.get("KEFU_TOPIC_AGENTS", "").strip() or AGENTS_TOPIC
+    )
     return {
         "chat": settings.topic_chat,
         "orders": settings.topic_orders,
         "ratings": settings.topic_ratings,
+        "agents": agents,
     }
 
 
-def _producer(settings: Settings) -> Any:
+def _ensure(settings: Settings, names: list[str]) -> None:
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings.bootstrap, {t: settings.partitions for t in names}, settings=settings)
+
+
+def _producer(settings: Settings, with_agents: bool = False) -> Any:
+    """A producer, after creating the input topics (the status topic only when it is used:
+    a worker that does not consume it yet should not find an unexplained topic)."""
     from kafka import KafkaProducer
 
-    from streams.topics import ensure_topics, kafka_client_kwargs
+    from streams.topics import kafka_client_kwargs
 
     topics = _topics(settings)
-    ensure_topics(
-        settings.bootstrap, {t: settings.partitions for t in topics.values()}, settings=settings
-    )
+    _ensure(settings, [t for k, t in topics.items() if with_agents or k != "agents"])
     return KafkaProducer(**kafka_client_kwargs(settings), linger_ms=5, acks="all", retries=5)
 
 
@@ -88,9 +104,9 @@ class _Errors:
 
 
 @lru_cache(maxsize=16)
-def _events_per_buyer_minute(seed: int) -> float:
+def _events_per_buyer_minute(seed: int, profile: str = "default") -> float:
     """Records per minute per unit of buyers_per_minute, measured on an hour of this seed."""
-    sim = Simulator(seed=seed, buyers_per_minute=10.0)
+    sim = Simulator(seed=seed, buyers_per_minute=10.0, profile=PROFILES[profile])
     count = sum(1 for _ in sim.messages(3600.0))
     return count / 60.0 / 10.0
 
@@ -105,6 +121,7 @@ def run_simulate(
     progress: bool = True,
     warmup: float = 300.0,
     agents_per_shop: int = 6,
+    profile: Profile = DEFAULT,
 ) -> int:
     """Produce live traffic paced on the wall clock until `duration` (wall seconds) or Ctrl-C.
 
@@ -112,24 +129,30 @@ def run_simulate(
     timestamps then run ahead of it: use `KEFU_CLOCK=event`). A support room is never empty
     when the monitor starts, and sessions take minutes to ramp up, so the last `warmup`
     simulated seconds before now are sent at once first: KPIs have data from the first scrape
-    and `rate` (approximate events/s) holds from the start. Returns the number of records sent.
+    and `rate` (approximate events/s) holds from the start. Without a `rate`, a profile that
+    names its load (`buyers_per_agent_minute`) gets it, others 30 buyers a minute. A profile's
+    scripted incident is timed from the end of the warm-up. Returns the number of records sent.
     """
     if speedup <= 0 or not math.isfinite(speedup):
         raise ValueError("speedup must be a positive number")
     if warmup < 0:
         raise ValueError("warmup must be >= 0")
     bpm = 30.0
+    if profile.buyers_per_agent_minute is not None:
+        agents = len(Simulator(agents_per_shop=agents_per_shop).agents)
+        bpm = profile.buyers_per_agent_minute * agents
     if rate is not None:
         if rate <= 0:
             raise ValueError("rate must be positive")
-        bpm = rate * 60.0 / _events_per_buyer_minute(seed) / speedup
+        bpm = rate * 60.0 / _events_per_buyer_minute(seed, profile.name) / speedup
     now_ms = time.time_ns() // 1_000_000
     start_ms = now_ms - int(warmup * 1000)
     sim = Simulator(
-        seed=seed, start_ms=start_ms, buyers_per_minute=bpm, agents_per_shop=agents_per_shop
+        seed=seed, start_ms=start_ms, buyers_per_minute=bpm, agents_per_shop=agents_per_shop,
+        profile=profile, live_start_ms=now_ms,
     )
     topics = _topics(settings)
-    producer = _producer(settings)
+    producer = _producer(settings, with_agents=profile.status_events)
     errors = _Errors()
     report = _Progress("simulate", progress)
     t0 = time.monotonic()
@@ -180,8 +203,12 @@ def run_replay(
     report = _Progress("replay", progress)
     t0 = time.monotonic()
     sent = 0
+    agents_ready = False
     try:
         for topic, key, value in read_jsonl(path):
+            if topic == "agents" and not agents_ready:  # a file with status events
+                _ensure(settings, [topics["agents"]])
+                agents_ready = True
             if rate is not None:
                 delay = t0 + sent / rate - time.monotonic()
                 if delay > 0:

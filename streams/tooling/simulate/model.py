@@ -14,8 +14,9 @@ from typing import Literal, TypeVar
 
 import orjson
 
-TopicKind = Literal["chat", "orders", "ratings"]
-TOPIC_KINDS: tuple[TopicKind, ...] = ("chat", "orders", "ratings")
+# "agents" (status events, `kefu.agents`) only comes from profiles with a status script.
+TopicKind = Literal["chat", "orders", "ratings", "agents"]
+TOPIC_KINDS: tuple[TopicKind, ...] = ("chat", "orders", "ratings", "agents")
 Speed = Literal["fast", "normal", "slow"]
 T = TypeVar("T")
 

@@ -23,19 +23,11 @@ from streams.tooling.simulate.model import (
     _OVERSIZE,
     _PRE_SALES_ASK,
     _PRE_SALES_REPLY,
-    BAD_RATE,
     BOT_OVERTAKES_RATE,
     CONVERSION,
     CST,
-    DUPLICATE_RATE,
-    JITTER_RATE,
     LAGGING_ORDER_RATE,
-    QUEUED_RATE,
     SCORE_WEIGHTS,
-    SPEED_MEDIAN_S,
-    TRANSFER_RATE,
-    UNANSWERED_RATE,
-    WRONG_KEY_RATE,
     SimAgent,
     SimMessage,
     SimShop,
@@ -44,15 +36,26 @@ from streams.tooling.simulate.model import (
     _lognormal_ms,
     _rfc3339,
 )
+from streams.tooling.simulate.profile import Profile
+
+# The buyer's answer to "was your problem solved?" (问题是否解决), by the score they gave.
+RESOLVED_BY_SCORE = {1: 0.1, 2: 0.2, 3: 0.5, 4: 0.85, 5: 0.95}
 
 
 class Sink(Protocol):
-    """What a visit needs of its run: a tag for unique message ids, the teams, the heap."""
+    """What a visit needs of its run: a tag for unique message ids, the teams, the heap, the
+    profile's rates, each agent's reply speed and the status script's answers."""
 
     tag: str
     by_team: dict[tuple[str, str], tuple[SimAgent, ...]]
+    profile: Profile
+    median_s: dict[str, float]
 
     def push(self, arrival: int, msg: SimMessage) -> None: ...
+
+    def routable(self, agent: SimAgent, ts: int) -> bool: ...
+
+    def hold(self, agent: SimAgent, asked_ms: int, reply_ms: int, r: random.Random) -> int: ...
 
 
 class _Session:
@@ -68,6 +71,7 @@ class _Session:
         self.msg_no = 0
         self.last_chat_ts = 0
         self.out: list[tuple[int, SimMessage]] = []
+        self.profile = run.profile
 
     # -- low level --------------------------------------------------------------------------
 
@@ -82,8 +86,10 @@ class _Session:
         text: str | None = None,
         event: str = "message",
         late: int | None = None,
+        resolved: bool | None = None,
     ) -> None:
         r = self.r
+        rates = self.profile
         self.msg_no += 1
         obj: dict[str, Any] = {
             "message_id": f"{self.shop.prefix}-{self.run.tag}-{self.n:07d}-{self.msg_no:03d}",
@@ -97,18 +103,20 @@ class _Session:
             obj["event"] = event
         if text is not None:
             obj["text"] = text
+        if resolved is not None:
+            obj["resolved"] = resolved
         if self.shop.platform == "jd":
             obj["channel"] = "dongdong"  # unknown fields must be ignored by the worker
         self.last_chat_ts = max(self.last_chat_ts, ts)
         if late is None:
-            late = r.randrange(50, 950) if r.random() < JITTER_RATE else 0
+            late = r.randrange(50, 950) if r.random() < rates.jitter_rate else 0
         arrival = ts + late
-        key = self.buyer.encode() if r.random() < WRONG_KEY_RATE else self.key
+        key = self.buyer.encode() if r.random() < rates.wrong_key_rate else self.key
         self._emit("chat", obj, arrival, key)
-        if r.random() < DUPLICATE_RATE:  # a producer retry / redelivery: same bytes
+        if r.random() < rates.duplicate_rate:  # a producer retry / redelivery: same bytes
             again = arrival + r.randrange(200, 20_000)
             self.out.append((again, replace(self.out[-1][1], ts=again)))
-        if r.random() < BAD_RATE:
+        if r.random() < rates.bad_rate:
             self._bad(obj, arrival + 1)
 
     def _bad(self, good: dict[str, Any], arrival: int) -> None:
@@ -133,24 +141,27 @@ class _Session:
         for arrival, msg in self.out:
             self.run.push(arrival, msg)
 
-    def _agent_of(self, team: str, avoid: SimAgent | None = None) -> SimAgent:
+    def _agent_of(self, team: str, at: int, avoid: SimAgent | None = None) -> SimAgent:
+        """The router's pick: anyone of the team who is not `avoid` and takes new buyers."""
         agents = (
             self.run.by_team[(self.shop.id, team)] or self.run.by_team[(self.shop.id, "pre-sales")]
         )
         choices = tuple(a for a in agents if a is not avoid) or agents
+        choices = tuple(a for a in choices if self.run.routable(a, at)) or choices
         return _choice(self.r, choices)
 
     def _delay(self, agent: SimAgent) -> int:
-        sigma = 0.55
+        rates = self.profile
         # Nobody types a reply in under 2 s (and the bot always answers first).
-        ms = max(2_000, _lognormal_ms(self.r, SPEED_MEDIAN_S[agent.speed], sigma))
-        return ms * 4 if self.r.random() < 0.03 else ms  # the odd distracted moment
+        ms = max(2_000, _lognormal_ms(self.r, self.run.median_s[agent.id], rates.reply_sigma))
+        # The odd distracted moment.
+        return ms * 4 if self.r.random() < rates.distracted_rate else ms
 
     # -- session kinds --------------------------------------------------------------------
 
     def ad(self, t0: int) -> None:
         r = self.r
-        agent = self._agent_of("pre-sales")
+        agent = self._agent_of("pre-sales", t0)
         wx = f"{_choice(r, ('vx', 'wx', 'hb', 'qq'))}{r.randrange(10**5, 10**8)}"
         code = f"{r.randrange(16**6):06x}"
         t = t0
@@ -163,20 +174,24 @@ class _Session:
         if r.random() < 0.5:
             self._chat(t + r.randrange(5_000, 60_000), "agent", agent, None, "close")
 
-    def chat(self, t0: int) -> None:
+    def chat(self, t0: int, forced: SimAgent | None = None) -> None:
+        """A chatting buyer; `forced`: the agent the router sends them to (a scripted case)."""
         r = self.r
         team = "after-sales" if r.random() < 0.3 else "pre-sales"
+        if forced is not None:
+            team = forced.team
         asks = _AFTER_SALES_ASK if team == "after-sales" else _PRE_SALES_ASK
-        agent = self._agent_of(team)
-        unanswered = r.random() < UNANSWERED_RATE
-        transfer_at = 1 + int(r.random() * 3) if r.random() < TRANSFER_RATE else -1
+        rates = self.profile
+        agent = self._agent_of(team, t0) if forced is None else forced
+        unanswered = r.random() < rates.unanswered_rate
+        transfer_at = 1 + int(r.random() * 3) if r.random() < rates.transfer_rate else -1
         rounds = 1
         while rounds < 6 and r.random() < 0.55:
             rounds += 1
         # Who the buyer is assigned to, from when: buyer messages carry it (null while queued).
         holders: list[tuple[int, SimAgent | None]] = [(t0, agent)]
-        if r.random() < QUEUED_RATE:  # queued first; a system transfer assigns an agent
-            holders = [(t0, None), (t0 + r.randrange(3_000, 40_000), agent)]
+        if r.random() < rates.queued_rate:  # queued first; a system transfer assigns an agent
+            holders = [(t0, None), (t0 + r.randrange(*rates.queue_ms), agent)]
 
         def holder(ts: int) -> SimAgent | None:
             return next(a for since, a in reversed(holders) if since <= ts)
@@ -203,13 +218,15 @@ class _Session:
             if i == transfer_at and served:
                 # Transferred mid-round: the new agent answers, the old one does not count it.
                 new_team = "after-sales" if r.random() < 0.6 else team
-                agent = self._agent_of(new_team, avoid=agent)
+                agent = self._agent_of(new_team, t, avoid=agent)
                 holders.append((t + r.randrange(5_000, 40_000), agent))
                 self._chat(holders[-1][0], "system", agent, "会话已转接", "transfer")
             assigned_at = holders[-1][0]
-            reply_at = None
+            reply_at = on_time = None
             if not (unanswered and i == 0):
-                reply_at = max(round_start, assigned_at) + self._delay(agent)
+                asked = max(round_start, assigned_at)
+                on_time = asked + self._delay(agent)
+                reply_at = self.run.hold(agent, asked, on_time, r)
             # The buyer keeps typing until the reply comes (a round does not restart).
             extra = int(r.random() < 0.45) + int(r.random() < 0.2) + int(r.random() < 0.1)
             tb = t
@@ -218,6 +235,10 @@ class _Session:
                 if reply_at is not None and tb >= reply_at - 500:
                     break
                 self._chat(tb, "buyer", holder(tb), _choice(r, _FOLLOW_UP))
+            if reply_at is not None and reply_at != on_time:  # held: the buyer nags now and then
+                tb = max(tb, asked)
+                while (tb := tb + r.randrange(30_000, 80_000)) < reply_at - 500:
+                    self._chat(tb, "buyer", holder(tb), _choice(r, ("人呢？", "？", "在吗")))
             if reply_at is None:
                 self._unanswered(max(tb, assigned_at), agent)
                 return
@@ -229,10 +250,10 @@ class _Session:
                 self._chat(ta, "agent", agent, _choice(r, replies))
                 served.append((ta, agent))
             t = ta + _lognormal_ms(r, 20.0, 0.7)
-        if r.random() < 0.85:
+        if r.random() < rates.close_rate:
             closer = "agent" if r.random() < 0.6 else "system"
             end = self.last_chat_ts + r.randrange(20_000, 120_000)
-            self._chat(end, closer, agent, None, "close")
+            self._chat(end, closer, agent, None, "close", resolved=self._mark())
             if r.random() < 0.35:
                 self._rating(end + r.randrange(5_000, 300_000), agent)
         if team == "pre-sales" and served:
@@ -241,6 +262,13 @@ class _Session:
                 self.order(reply_ts + _lognormal_ms(r, 90.0, 0.8))
         elif served and r.random() < 0.05:
             self.order(served[-1][0] + _lognormal_ms(r, 120.0, 0.8))
+
+    def _mark(self) -> bool | None:
+        """The agent's resolution mark on a close, when the profile sends marks (else none)."""
+        rates = self.profile
+        if not rates.close_mark_rate or self.r.random() >= rates.close_mark_rate:
+            return None
+        return self.r.random() < rates.resolved_rate
 
     def _unanswered(self, t: int, agent: SimAgent) -> None:
         r = self.r
@@ -261,6 +289,9 @@ class _Session:
             "score": score,
             "ts": _rfc3339(ts, UTC) if self.shop.platform == "pdd" else ts,
         }
+        marks = self.profile.rating_mark_rate
+        if marks and r.random() < marks:  # the buyer's word, which overrides the agent's mark
+            obj["resolved"] = r.random() < RESOLVED_BY_SCORE[score]
         self._emit("ratings", obj, ts, self.key)
 
     # -- orders -----------------------------------------------------------------------------

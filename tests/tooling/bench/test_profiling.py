@@ -9,9 +9,9 @@ def test_profile_stacks_are_assigned_to_layers() -> None:
     loop = [("Worker.execute_from_commandline", "/v/mode/worker.py"),
             ("cmd_worker", "/w/streams/cli.py"),
             ("BaseEventLoop._run_once", "/py/asyncio/base_events.py")]
-    agent = ("build_app.<locals>.conversation_agent", "/w/streams/pipeline/app.py")
+    agent = ("BatchConsumer._drain_messages", "/w/streams/pipeline/faust_adapter/consumer.py")
     take = ("Stream.take_events", "/v/faust/streams.py")
-    send_facts = ("Runtime._send_facts", "/w/streams/pipeline/runtime.py")
+    send_facts = ("InputStage._send_facts", "/w/streams/pipeline/input_stage.py")
     producer = ("Producer.send", "/v/faust/transport/producer.py")
     cases = {
         "idle/wait": [*loop, ("EpollSelector.select", "/py/selectors.py")],
