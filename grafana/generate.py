@@ -6,9 +6,11 @@
 Four dashboards, all on the provisioned Prometheus datasource (uid `kefu-prometheus`):
 
   kefu-wallboard  support-room TV (open with `?kiosk`): header tiles + agents worst first
-  kefu-drilldown  shop → team → agent tables; each row links one level down, keeping the selection
+  kefu-drilldown  shop → team → agent tables; each row links one level down, keeping the selection;
+                  status time, agents by status, concurrent buyers and occupancy by team
   kefu-agent      one agent: response distribution (histogram), quantiles over time, reply rate,
-                  waiting, business KPIs, scorecard
+                  waiting, status and load, resolution and missed buyers, business KPIs,
+                  scorecard
   kefu-pipeline   the monitor itself: events by outcome, lag, rejects, ownership, readiness
 
 Aggregation rules (the worker exports per-agent series; docs/metrics.md):
@@ -136,6 +138,30 @@ def per_agent(expr: str) -> str:
     return f"max by (shop, team, agent) ({expr})"
 
 
+# Codes of kefu_agent_status for one number per agent (0 = no status event yet); the value
+# mapping AGENT_STATUS_MAPPING turns them back into words and colours.
+STATUS_CODES = (("online", 1), ("busy", 2), ("away", 3), ("offline", 4))
+
+
+def status_code(flt: str, labels: Sequence[str] = ()) -> str:
+    """An agent's current status as one number: a table cell or stat cannot show the `status`
+    label of the one series at 1 without breaking the merge into rows, but a code can be mapped.
+    `max` per status, so an agent exported by two workers during a rebalance counts once."""
+    parts = []
+    for status, code in STATUS_CODES:
+        one = sel(flt, f'status="{status}"')
+        parts.append(f"{code} * max{by(labels)} (kefu_agent_status{{{one}}})")
+    return " + ".join(parts)
+
+
+def agents_present(flt: str, labels: Sequence[str] = ()) -> str:
+    """Agents whose console says online or busy (who can take a buyer), counted the way
+    KefuEmptyRoom counts them: de-duplicated per agent first."""
+    present = sel(flt, 'status=~"online|busy"')
+    return (f"sum{by(labels)} (max by (shop, team, agent, status) "
+            f"(kefu_agent_status{{{present}}}))")
+
+
 # ----------------------------------------------------------------------------------------------
 # Panel helpers
 # ----------------------------------------------------------------------------------------------
@@ -169,6 +195,18 @@ TH_NEUTRAL = steps((None, BLUE))
 TH_SCORE = steps((None, RED), (70, GREEN))  # scorecard pass line
 TH_LAG = steps((None, GREEN), (30, AMBER), (120, RED))
 TH_READY = steps((None, RED), (1, GREEN))
+
+TH_OCCUPANCY = steps((None, GREEN), (0.8, AMBER), (1.0, RED))  # 饱和度: full at max_concurrent
+
+AGENT_STATUS_MAPPING = ValueMap(
+    options={
+        "0": ValueMappingResult(text="– 无状态 no status", color="text", index=0),
+        "1": ValueMappingResult(text="在线 online", color=GREEN, index=1),
+        "2": ValueMappingResult(text="忙碌 busy", color=BLUE, index=2),
+        "3": ValueMappingResult(text="离开 away", color=AMBER, index=3),
+        "4": ValueMappingResult(text="离线 offline", color=RED, index=4),
+    }
+)
 
 STATUS_MAPPING = ValueMap(
     options={
@@ -604,6 +642,12 @@ def drilldown() -> Dashboard:
             ("等待 Waiting", f"sum{by(keys)} (kefu_waiting_buyers{{{flt}}})", "short", TH_WAITING),
             ("最长等待 Oldest wait", f"max{by(keys)} (kefu_oldest_wait_seconds{{{flt}}})", "s",
              TH_WAIT),
+            ("在线 Online", agents_present(flt, keys), "short", None),
+            ("接待 Concurrent", f"sum{by(keys)} (kefu_concurrent_buyers{{{flt}}})", "short",
+             None),
+            ("饱和度 Occupancy", ratio_of_sums(f"kefu_concurrent_buyers{{{flt}}}",
+                                             f"kefu_max_concurrent{{{flt}}}", keys),
+             "percentunit", TH_OCCUPANCY),
             ("销售额 Sales", f"sum{by(keys)} (kefu_sales_amount{{{w}}})", "currencyCNY", None),
             ("转化率 Conversion", weighted("kefu_conversion_rate", "kefu_inquiries", w, keys),
              "percentunit", None),
@@ -623,6 +667,15 @@ def drilldown() -> Dashboard:
         "s",
         TH_RESPONSE,
     )
+    # Per agent: the current status (mapped code) instead of a count of agents online, and
+    # the agent's own limit beside its concurrent buyers.
+    names = [c[0] for c in agent_cols]
+    agent_cols[names.index("在线 Online")] = (
+        "状态 Status", status_code(agent_f, ("shop", "team", "agent")), "none", None)
+    agent_cols.insert(names.index("接待 Concurrent") + 1, (
+        "上限 Max", per_agent(f"kefu_max_concurrent{{{agent_f}}}"), "short", None))
+    status_cell = [prop("mappings", [to_json(AGENT_STATUS_MAPPING)]),
+                   prop("custom.cellOptions", {"type": "color-text"})]
     team_trend = ("shop", "team")
     return (
         base(
@@ -652,7 +705,11 @@ def drilldown() -> Dashboard:
             kpi_table("客服 Agents ($window) — click an agent", agent_cols,
                       keys=("shop", "team", "agent"), h=12,
                       links={"agent": ("Agent detail", LINK_AGENT),
-                             "team": ("Drill into team", LINK_TEAM)})
+                             "team": ("Drill into team", LINK_TEAM)},
+                      extra={"状态 Status": status_cell},
+                      description="在线 Online: agents whose console says online or busy. "
+                      "饱和度 Occupancy: concurrent buyers / max_concurrent, summed over the "
+                      "agents of the row (agents away or offline keep their open sessions).")
         )
         .with_row(Row("趋势 Trends by team"))
         .with_panel(
@@ -694,6 +751,46 @@ def drilldown() -> Dashboard:
                 [q(f"sum by (shop, team) (kefu_waiting_buyers{{{team_f}}})",
                    "{{shop}} / {{team}}")],
                 stack=True,
+            )
+        )
+        .with_row(Row("状态与负载 Status and load in $shop / $team"))
+        .with_panel(
+            ts_panel(
+                "在线时长 Status time ($window), stacked by status",
+                [q(f'sum by (status) (kefu_status_seconds{{{team_f},window="$window"}})',
+                   "{{status}}")],
+                unit="s",
+                stack=True,
+                description="Seconds the selected agents spent in each status within the "
+                "window (kefu_status_seconds); an agent without status events adds nothing.",
+            )
+        )
+        .with_panel(
+            ts_panel(
+                "当前状态 Agents by current status",
+                [q(f"sum by (status) (max by (shop, team, agent, status) "
+                   f"(kefu_agent_status{{{team_f}}}))", "{{status}}")],
+                stack=True,
+            )
+        )
+        .with_panel(
+            ts_panel(
+                "接待量 Concurrent buyers by team",
+                [q(f"sum by (shop, team) (kefu_concurrent_buyers{{{team_f}}})",
+                   "{{shop}} / {{team}}"),
+                 q(f"sum by (shop, team) (kefu_max_concurrent{{{team_f}}})",
+                   "{{shop}} / {{team}} max")],
+                stack=False,
+            )
+        )
+        .with_panel(
+            ts_panel(
+                "饱和度 Occupancy by team",
+                [q(ratio_of_sums(f"kefu_concurrent_buyers{{{team_f}}}",
+                                 f"kefu_max_concurrent{{{team_f}}}", team_trend),
+                   "{{shop}} / {{team}}")],
+                unit="percentunit",
+                thresholds=TH_OCCUPANCY,
             )
         )
     )
@@ -828,6 +925,50 @@ def agent_detail() -> Dashboard:
             ts_panel("消息 Messages ($window)",
                      [q(f"max(kefu_agent_messages{{{aw}}})", "agent messages"),
                       q(f"max(kefu_buyer_messages{{{aw}}})", "buyer messages")], w=12)
+        )
+        .with_row(Row("状态、负载与解决 Status, load and resolution"))
+        .with_panel(stat_panel("状态 Status now", [q(status_code(a), instant=True)], w=4)
+                    .mappings([AGENT_STATUS_MAPPING]))
+        .with_panel(stat_panel("接待 Concurrent buyers",
+                               [q(f"max(kefu_concurrent_buyers{{{a}}})", instant=True)], w=4))
+        .with_panel(stat_panel("上限 Max concurrent",
+                               [q(f"max(kefu_max_concurrent{{{a}}})", instant=True)], w=4))
+        .with_panel(stat_panel("饱和度 Occupancy",
+                               [q(f"max(kefu_occupancy_ratio{{{a}}})", instant=True)],
+                               unit="percentunit", thresholds=TH_OCCUPANCY, decimals=0, w=4))
+        .with_panel(stat_panel("解决率 Resolution rate ($window)",
+                               [q(f"max(kefu_resolution_rate{{{aw}}})", instant=True)],
+                               unit="percentunit", decimals=1, w=4,
+                               description="Sessions marked resolved / sessions with a mark "
+                               "(the buyer's rating overrides the close's mark); sessions "
+                               "without a mark are left out."))
+        .with_panel(stat_panel("未回复 Missed buyers ($window)",
+                               [q(f"max(kefu_missed_buyers{{{aw}}})", instant=True)],
+                               thresholds=TH_WAITING, w=4))
+        .with_panel(
+            ts_panel("在线时长 Status time ($window), stacked by status",
+                     [q(f"max by (status) (kefu_status_seconds{{{aw}}})", "{{status}}")],
+                     unit="s", stack=True, w=12)
+        )
+        .with_panel(
+            ts_panel("接待量 Concurrent buyers",
+                     [q(f"max(kefu_concurrent_buyers{{{a}}})", "concurrent"),
+                      q(f"max(kefu_max_concurrent{{{a}}})", "max concurrent")], w=6)
+        )
+        .with_panel(
+            ts_panel("饱和度 Occupancy", [q(f"max(kefu_occupancy_ratio{{{a}}})", "occupancy")],
+                     unit="percentunit", thresholds=TH_OCCUPANCY, w=6)
+        )
+        .with_panel(
+            ts_panel("解决率 Resolution rate by window",
+                     [q(f"max by (window) (kefu_resolution_rate{{{a}}})", "{{window}}")],
+                     unit="percentunit", max_val=1, w=12)
+        )
+        .with_panel(
+            ts_panel("解决与未回复 Sessions marked / resolved, missed buyers ($window)",
+                     [q(f"max(kefu_marked_sessions{{{aw}}})", "marked sessions"),
+                      q(f"max(kefu_resolved_sessions{{{aw}}})", "resolved sessions"),
+                      q(f"max(kefu_missed_buyers{{{aw}}})", "missed buyers")], w=12)
         )
         .with_row(Row("业绩 Business KPIs ($window)"))
     )

@@ -3,7 +3,10 @@
 Embedded broker + `kefu-pulse worker` (KEFU_CLOCK=wall) + Debian's `prometheus` scraping it
 with the real rules + Debian's `prometheus-alertmanager` with the real routing, posting to a
 small HTTP receiver in this test. Event timestamps are set in the recent past, so a reply
-"45 s after the question" needs no waiting.
+"45 s after the question" needs no waiting. `test_pages_reach_the_pager` covers the response
+pages and the monitor; `test_empty_room_pages_and_a_healthy_room_never` the empty room
+(KefuEmptyRoom from `kefu.agents` statuses, and its inhibition of the same queue's
+KefuBuyerWaiting).
 
 The test copies of the configs differ from deploy/ only where a test must (see
 `prometheus_test_config` and `tests.deploy.alertmanager_test_config`):
@@ -343,6 +346,153 @@ def test_pages_reach_the_pager(
         assert time.monotonic() - started < 180, "the alert test should stay under 3 minutes"
         print("\n".join(timeline))
         print(receiver.dump())
+    except BaseException:
+        print("\n".join(timeline))
+        print(receiver.dump())
+        for server in servers:
+            print(f"--- {server.name} log tail ---\n{server.log_tail()}")
+        print(f"--- worker log tail ---\n{worker.log_tail()}")
+        raise
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        worker.kill()
+
+
+# ---- the empty room ----------------------------------------------------------------------------
+
+EMPTY_SHOP = "e2e-empty-room"  # its agents go away while a buyer waits in its queue
+HEALTHY_SHOP = "e2e-healthy-room"  # the same queue, but an agent is online
+ROOM_ROSTER = """
+[[agents]]
+id = "r-away"
+name = "走开"
+team = "pre-sales"
+
+[[agents]]
+id = "r-off"
+name = "下线"
+team = "after-sales"
+
+[[agents]]
+id = "r-on"
+name = "在线"
+team = "pre-sales"
+"""
+
+
+def _status(shop: str, agent: str, status: str, ts_ms: int) -> tuple[bytes, bytes]:
+    body = {"shop_id": shop, "agent_id": agent, "status": status, "ts": ts_ms}
+    return f"{shop}:{agent}".encode(), orjson.dumps(body)
+
+
+def _queued(shop: str, buyer: str, ts_ms: int) -> tuple[bytes, bytes]:
+    """A buyer message nobody has been assigned to (agent_id null): the shop queue."""
+    body = {"message_id": f"{buyer}-1", "shop_id": shop, "buyer_id": buyer, "sender": "buyer",
+            "agent_id": None, "ts": ts_ms, "event": "message"}
+    return f"{shop}:{buyer}".encode(), orjson.dumps(body)
+
+
+def test_empty_room_pages_and_a_healthy_room_never(
+    broker: EmbeddedBroker, app_id: str, workdir: Path, receiver: Receiver
+) -> None:
+    """KefuEmptyRoom on the real Prometheus and Alertmanager: both shops' queues wait past
+    page_wait; the shop whose agents went away (one `away`, one `offline`) gets the empty-room
+    page, and its queue's KefuBuyerWaiting is inhibited by it (one page per queue, the one that
+    says why); the shop with an agent online pages only KefuBuyerWaiting and never the empty
+    room."""
+    for tool in ("prometheus", "alertmanager"):
+        require_tool(tool)
+    config_path = workdir / "kefu.toml"
+    config_path.write_text(ROOM_ROSTER, encoding="utf-8")
+    worker = Worker(broker, app_id=app_id, workdir=workdir, clock="wall", config_path=config_path)
+    servers: list[Server] = []
+    started = time.monotonic()
+    timeline: list[str] = []
+
+    def mark(what: str) -> None:
+        timeline.append(f"{time.monotonic() - started:6.1f}s  {what}")
+    try:
+        worker.start()
+        mark("worker ready")
+        am = start_alertmanager(
+            alertmanager_test_config(workdir, receiver.url, AM_TIMING), workdir
+        )
+        servers.append(am)
+
+        # The room: everyone online ten minutes ago; in the empty shop one agent went away and
+        # one offline five minutes ago, in the healthy one the agent is still online.
+        now_ms = int(time.time() * 1000)
+        produce(broker, worker.topics["agents"], [
+            _status(EMPTY_SHOP, "r-away", "online", now_ms - 600_000),
+            _status(EMPTY_SHOP, "r-off", "online", now_ms - 600_000),
+            _status(EMPTY_SHOP, "r-away", "away", now_ms - 300_000),
+            _status(EMPTY_SHOP, "r-off", "offline", now_ms - 300_000),
+            _status(HEALTHY_SHOP, "r-on", "online", now_ms - 600_000),
+        ])
+        # Both queues: a buyer nobody took, crossing page_wait (180 s) soon.
+        asked_ms = now_ms - (180 - WAIT_BEFORE_CROSSING_S) * 1000
+        crossing = asked_ms / 1000 + 180
+        produce(broker, worker.topics["chat"], [
+            _queued(EMPTY_SHOP, "queued-1", asked_ms), _queued(HEALTHY_SHOP, "queued-2", asked_ms),
+        ])
+
+        def room_exported() -> bool:
+            m = worker.metrics()
+            away = m[("kefu_agent_status", labels(shop=EMPTY_SHOP, team="pre-sales",
+                                                  agent="r-away", status="away"))]
+            online = m[("kefu_agent_status", labels(shop=HEALTHY_SHOP, team="pre-sales",
+                                                    agent="r-on", status="online"))]
+            queues = [m[("kefu_waiting_buyers", labels(shop=shop, team="unassigned", agent=""))]
+                      for shop in (EMPTY_SHOP, HEALTHY_SHOP)]
+            return away == online == 1 and queues == [1, 1]
+
+        worker.wait_until(room_exported, 60, "the room's statuses and queues on /metrics")
+        mark("statuses and queues exported")
+
+        prom = start_prometheus(
+            prometheus_test_config(workdir, worker.port, am.port), workdir
+        )
+        servers.append(prom)
+        wait_for(lambda: prom_query(prom, 'up{job="kefu-pulse"} == 1'), 20, "the first scrape")
+        mark("prometheus scraping")
+
+        # -- the empty room pages, with the shop and the runbook --------------------------------
+        (page,) = wait_for(lambda: receiver.pages("support-pager", "KefuEmptyRoom"),
+                           WAIT_BEFORE_CROSSING_S + 45, "the empty room's page")[:1]
+        mark(f"empty-room page received {page.at - crossing:+.1f}s after page_wait")
+        assert crossing <= page.at <= crossing + 30, (crossing, page.at)
+        details = page.body["payload"]["custom_details"]
+        assert (details["severity"], details["shop"], details["team"]) == (
+            "page", EMPTY_SHOP, "unassigned"), details
+        assert "no agent is online" in details["summary"], details
+        assert "没有客服在线" in details["summary_zh"], details
+        assert details["runbook_url"].endswith("#alert-kefuemptyroom")
+
+        # -- the healthy room's queue pages as a waiting buyer --------------------------------
+        wait_for(lambda: [n for n in receiver.pages("support-pager", "KefuBuyerWaiting")
+                          if n.body["payload"]["custom_details"]["shop"] == HEALTHY_SHOP],
+                 30, "the healthy shop's waiting-buyer page")
+        mark("healthy shop's waiting-buyer page received")
+
+        # -- the empty shop's KefuBuyerWaiting fires in Prometheus but Alertmanager holds it --
+        def empty_queue_alert() -> list[dict[str, Any]]:
+            return [a for a in http_json(am.url + "/api/v2/alerts")
+                    if a["labels"].get("alertname") == "KefuBuyerWaiting"
+                    and a["labels"].get("shop") == EMPTY_SHOP]
+
+        (held,) = wait_for(empty_queue_alert, 20, "the empty shop's KefuBuyerWaiting in AM")
+        assert held["status"]["state"] == "suppressed" and held["status"]["inhibitedBy"], held
+        time.sleep(5)  # a few more evaluations and group intervals
+        for n in receiver.pages("support-pager", "KefuBuyerWaiting"):
+            assert n.body["payload"]["custom_details"]["shop"] != EMPTY_SHOP, receiver.dump()
+
+        # -- the healthy room never pages as empty ---------------------------------------------
+        assert not prom_query(
+            prom, f'count_over_time(ALERTS{{alertname="KefuEmptyRoom",shop="{HEALTHY_SHOP}"}}[1h])')
+        assert [n for n in receiver.pages("support-pager", "KefuEmptyRoom")
+                if n.body["payload"]["custom_details"]["shop"] != EMPTY_SHOP] == []
+        print("\n".join(timeline))
     except BaseException:
         print("\n".join(timeline))
         print(receiver.dump())

@@ -1,12 +1,14 @@
 """Every Grafana panel query returns data from a real Prometheus scraping a real worker.
 
 A `kefu-pulse worker` on the embedded broker gets an hour of simulated traffic ending now
-(KEFU_CLOCK=event, so the windows hold it), Prometheus (Debian package `prometheus`) scrapes it
-every second while the last minutes stream in, and then each panel's PromQL — template variables
-replaced by real label values, $__rate_interval/$__range/$__interval by fixed durations — runs
-through the HTTP API the way Grafana would run it (instant or range). A query that errors, or
-returns no series or only NaN, fails the test, unless it reads a metric in PENDING_METRICS that
-the worker does not export yet.
+(KEFU_CLOCK=event, so the windows hold it), with `kefu.agents` status events and `resolved`
+marks added the way the end-to-end day adds them (tests/integration/day.py), so the status,
+load and resolution panels read real series, not zeros and absent ratios. Prometheus (Debian
+package `prometheus`) scrapes it every second while the last minutes stream in, and then each
+panel's PromQL — template variables replaced by real label values,
+$__rate_interval/$__range/$__interval by fixed durations — runs through the HTTP API the way
+Grafana would run it (instant or range). A query that errors, or returns no series or only NaN,
+fails the test, unless it reads a metric in PENDING_METRICS that the worker does not export yet.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from streams.tooling.broker import EmbeddedBroker
 from streams.tooling.net import free_port
 from streams.tooling.simulate import Simulator
 from tests.deploy import require_tool
+from tests.integration.day import with_status_and_marks
 from tests.integration.harness import ROOT, Worker, parse_metrics, produce
 
 pytestmark = pytest.mark.integration
@@ -183,7 +186,7 @@ def stack(broker: EmbeddedBroker, app_id: str, workdir: Path) -> Iterator[tuple[
                     partitions=4).start()
     prom = Prometheus(binary, workdir / "prometheus", f"127.0.0.1:{worker.port}")
     try:
-        messages = list(sim.messages(HISTORY_S))
+        messages = with_status_and_marks(sim, list(sim.messages(HISTORY_S)))
         cut = now_ms - TAIL_S * 1000
         backlog = [m for m in messages if m.ts < cut]
         tail = [m for m in messages if m.ts >= cut]
@@ -264,3 +267,13 @@ def test_every_panel_query_returns_data(stack: tuple[Worker, Prometheus]) -> Non
         print("  ", line)
     assert checked >= 80
     assert not failures, "\n".join(failures)
+    # The data behind the status, load and resolution panels is real, not all zeros.
+    samples = parse_metrics(worker.get("/metrics")[1].decode())
+
+    def total(name: str) -> float:
+        return sum(v for (n, _), v in samples.items() if n == name)
+
+    for name in ("kefu_agent_status", "kefu_status_seconds", "kefu_concurrent_buyers",
+                 "kefu_occupancy_ratio", "kefu_marked_sessions", "kefu_resolved_sessions",
+                 "kefu_resolution_rate", "kefu_missed_buyers"):
+        assert total(name) > 0, f"{name}: no data behind its panels"
