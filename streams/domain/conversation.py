@@ -416,9 +416,11 @@ class Conversation:
     def expired(self, now_ms: int, rules: ShopRules) -> bool:
         """Nothing can change any more: no event for two attribution windows (de-duplication
         and late orders need that long), and no order event for `ORDER_RETENTION_MS` (refunds
-        come weeks later)."""
-        last = max([self.max_ts, *(rec.last for rec in self.orders.values())])
-        if now_ms - self.max_ts < 2 * rules.attribution_window_ms:
+        come weeks later). Ratings count as events: a conversation that holds only a rating (read
+        before its chat) is not idle since the epoch, or its vote would be forgotten at once."""
+        seen = max([self.max_ts, *(ts for _, ts in self.ratings)])
+        last = max([seen, *(rec.last for rec in self.orders.values())])
+        if now_ms - seen < 2 * rules.attribution_window_ms:
             return False
         return not self.orders or now_ms - last >= ORDER_RETENTION_MS
 

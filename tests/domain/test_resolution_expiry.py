@@ -10,18 +10,16 @@ with the rating's vote. The rating's provisional mark ("a session of its own") s
 and when the chat arrives the close's mark counts too: two marks for one session, where the
 oracle (tests/domain/business_reference.py, definition 9) and in-order arrival have one.
 
-Until streams/domain is fixed (by its owners), the expiry case reports itself as an expected
-failure naming the bug, and only that exact symptom (two marks) does: any other wrong answer
-fails. Once fixed it simply passes, and the `xfail` line can go.
+Fixed: `Conversation.expired` counts ratings as events. This is its regression test.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from streams.domain.engine import Engine
 from streams.domain.model import ChatEvent, RatingEvent
 from streams.domain.rules import Filters, ShopRules
+from streams.tooling.engine import Engine
 
 T0 = 1_731_290_400_000  # 2024-11-11 10:00 +08:00
 RULES = ShopRules()
@@ -56,8 +54,6 @@ def test_rating_read_before_the_chat_overrides_the_close(expire_between: bool) -
         engine.stage1.expire(now)
     engine.feed(chat)
     got = _marks(engine, now)
-    if expire_between and got == (2, 1):
-        pytest.xfail(f"known bug: a ratings-only conversation expires at once, marks {got}")
     assert got == (1, 1), "one session, marked resolved by the buyer's rating"
 
 

@@ -152,16 +152,12 @@ def test_generated_day_business_kpis_match_reference(broker, app_id, workdir, de
         DELIVERIES[delivery](broker, worker, stream)
 
         last: list[str] = []
-        known: list[str] = []  # the known resolution bug's differences (one-stream only)
 
         def settled() -> bool:
             samples = worker.metrics()
             if samples.get(("kefu_watermark_timestamp_seconds", frozenset())) != now / 1000:
                 return False
             diffs = expected.differences(samples) + expected.load_differences(samples)
-            if delivery == "one-stream":
-                known[:] = [d for d in diffs if _known_resolution_bug(d)]
-                diffs = [d for d in diffs if not _known_resolution_bug(d)]
             last[:] = diffs
             return not diffs
 
@@ -186,25 +182,6 @@ def test_generated_day_business_kpis_match_reference(broker, app_id, workdir, de
         _assert_scorecard_export(worker, expected, workdir)
     finally:
         worker.stop()
-    if known:
-        pytest.xfail(f"known bug (tests/domain/test_resolution_expiry.py): {len(known)} "
-                     f"resolution figures over-count, first: " + "; ".join(known[:3]))
-
-
-RESOLUTION_METRICS = ("kefu_marked_sessions", "kefu_resolved_sessions", "kefu_resolution_rate")
-
-
-def _known_resolution_bug(diff: str) -> bool:
-    """A difference that is the symptom of the bug tests/domain/test_resolution_expiry.py pins
-    down: a rating read ahead of its session's chat, forgotten by stage 1's expiry, leaves two
-    marks for one session. Only resolution figures of an agent's window, and marked sessions only
-    ever too many; everything else in the one-stream delivery must still equal the oracle."""
-    if not any(f" {name}: " in diff for name in RESOLUTION_METRICS):
-        return False
-    if " kefu_marked_sessions: " not in diff:
-        return True  # resolved count and rate follow the extra marks either way
-    got, want = diff.split("metrics=")[1].split(" oracle=")
-    return got != "None" and float(got) > float(want)
 
 
 def _assert_day_has_status_and_marks(expected: Expected, events: dict[str, list[Any]]) -> None:
