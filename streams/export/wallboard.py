@@ -218,6 +218,7 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
     oldest_lines: Lines | None = None
     worst_p90: tuple[float, str, Lines] | None = None
     rounds_today = rounds_5m = within_warning = received = replied = 0
+    missed = marked = resolved = 0
     online = busy = with_status = free_capacity = 0
     warning_lines: set[float] = set()
     shops: set[str] = set()
@@ -254,6 +255,9 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
             within_warning += today.within.get("warning", 0)
             received += today.received
             replied += today.replied
+            missed += today.missed
+            marked += today.marked_sessions
+            resolved += today.resolved_sessions
             if today.rounds:
                 warning_lines.add(lines.warning)
         w5 = snap.windows.get("5m")
@@ -305,6 +309,8 @@ def board_state(state: State, flt: BoardFilter) -> dict[str, Any]:
         "within_warning_today": _r(within_warning / rounds_today if rounds_today else None, 4),
         "warning_line": warning_lines.pop() if len(warning_lines) == 1 else None,
         "reply_rate_today": _r(replied / received if received else None, 4),
+        "missed_today": missed,  # received buyers not replied to (未回复人数)
+        "resolution_rate_today": _r(resolved / marked if marked else None, 4),  # 问题解决率
         # Hooks for the business KPIs: shown by the page as soon as they are not null.
         "sales_today": None,
         "conversion_today": None,

@@ -428,3 +428,19 @@ def test_filter_values_may_hold_commas_escaped() -> None:
 def test_board_says_when_the_broker_is_unreachable(rt: FakeRuntime) -> None:
     rt.health.broker_ok_at = time.time() - 60
     assert board_state(rt, BoardFilter())["stale"] == "broker_unreachable"
+
+
+def test_header_sums_missed_buyers_and_resolution_marks(rt: FakeRuntime) -> None:
+    """The room's missed buyers and resolution rate: sums of the agents' own counts."""
+    h = board_state(rt, BoardFilter())["header"]
+    assert h["missed_today"] == 0 and h["resolution_rate_today"] is None  # no data: no rate
+    marks = {"a1": (5, 4, 0), "a2": (3, 1, 2), "b1": (2, 2, 0)}  # marked, resolved, missed
+    for (_shop, agent), snap in rt.snapshots.items():
+        if agent in marks:
+            today = snap.windows["today"]
+            today.marked_sessions, today.resolved_sessions, today.missed = marks[agent]
+    h = board_state(rt, BoardFilter())["header"]
+    assert h["missed_today"] == 2
+    assert h["resolution_rate_today"] == round((4 + 1 + 2) / (5 + 3 + 2), 4)
+    s2 = board_state(rt, BoardFilter.from_query(q(shop="s2")))["header"]
+    assert s2["resolution_rate_today"] == 1.0 and s2["missed_today"] == 0

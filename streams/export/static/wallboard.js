@@ -27,6 +27,8 @@
       nobody_waiting: "无人等待",
       slowest: "最慢：{name}",
       rounds_5m: "近5分钟 {n} 轮",
+      missed: "未回复 {n} 人",
+      resolution: "解决率 {pct}%",
       rounds_today: "今日 {n} 轮",
       slo: "目标 ≥95%",
       replied: "今日已回复买家",
@@ -93,6 +95,8 @@
       nobody_waiting: "nobody waiting",
       slowest: "slowest: {name}",
       rounds_5m: "{n} rounds in 5m",
+      missed: "{n} missed",
+      resolution: "resolved {pct}%",
       rounds_today: "{n} rounds",
       slo: "target 95%",
       replied: "replied buyers today",
@@ -346,7 +350,11 @@
     setKpi("within", w === null ? "" : w >= 0.95 ? "ok" : w >= 0.85 ? "warn" : "crit");
 
     setText($("v-reply"), pct(h.reply_rate_today));
-    setText($("s-reply"), "");
+    var replySub = [t("missed", { n: h.missed_today || 0 })];
+    if (h.resolution_rate_today !== null && h.resolution_rate_today !== undefined) {
+      replySub.push(t("resolution", { pct: pct(h.resolution_rate_today) }));
+    }
+    setText($("s-reply"), replySub.join(" · "));
     setKpi("reply", "");
 
     // Business KPIs: shown as soon as the worker sends them.
