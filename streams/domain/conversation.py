@@ -228,7 +228,7 @@ class Conversation:
                 internal = True
         if internal:  # the state machine's bookkeeping never leaves the conversation
             out[start:] = [f for f in out[start:] if f.kind not in INTERNAL_KINDS]
-        if marks_changed or (ads_changed and self.marks):
+        if (marks_changed or ads_changed) and self.marks:  # a session start alone: nothing to mark
             self._emit_marks(ctx, out)
         changed = ads_changed
         if ev.sender == "agent" and ev.event == "message" and ev.agent_id is not None:
