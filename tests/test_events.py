@@ -1,4 +1,4 @@
-"""Input validation (SPEC §2): every rule accepted and rejected, plus fuzzing for robustness."""
+"""Input validation (docs/interfaces.md): every rule accepted and rejected, plus fuzzing."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from streams.domain.facts import (
     SESSION_STARTED,
     UNANSWERED,
     Fact,
+    replace_record,
     stable_hash,
 )
 from streams.domain.model import ChatEvent, OrderEvent, RatingEvent
@@ -441,15 +442,7 @@ class Conversation:
 
     def pending_changes(self, ctx: Ctx, out: list[Fact]) -> None:
         """Emit the change of the 'waiting now' record since the last call (once per batch)."""
-        want = self.head.pending_fact(ctx)
-        have = self.pending
-        if want == have:
-            return
-        if have is not None and (want is None or want.agent != have.agent):
-            out.append(have._replace(op=DEL))
-        if want is not None:
-            out.append(want)
-        self.pending = want
+        self.pending = replace_record(self.head.pending_fact(ctx), self.pending, out)
 
     @property
     def last_ts(self) -> int:

@@ -123,6 +123,21 @@ class Fact(NamedTuple):
                     buyer)
 
 
+def replace_record(want: Fact | None, have: Fact | None, out: list[Fact]) -> Fact | None:
+    """Move a one-per-conversation record (waiting now, open session) from `have` to `want`.
+
+    The record's id is the conversation, so a put under the same agent overwrites it; under
+    another agent (or when it goes) the old one is deleted first. Returns what is held now.
+    """
+    if want == have:
+        return have
+    if have is not None and (want is None or want.agent != have.agent):
+        out.append(have._replace(op=DEL))
+    if want is not None:
+        out.append(want)
+    return want
+
+
 def stable_hash(*parts: str) -> int:
     """A 63-bit id that is the same in every process (Python's `hash` is salted per process).
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streams.domain.facts import DEL, PUT, SESSION, STATUS, Fact, stable_hash
+from streams.domain.facts import DEL, PUT, SESSION, STATUS, Fact, replace_record, stable_hash
 from streams.domain.model import STATUSES, AgentSnapshot, AgentStatusEvent
 from streams.domain.rules import MINUTE_MS, ShopRules
 from streams.domain.windows import window_starts
@@ -71,15 +71,7 @@ def session_fact(core: Core, ctx: Ctx) -> Fact | None:
 
 def session_changes(conv: Conversation, ctx: Ctx, out: list[Fact]) -> None:
     """Emit the change of the open-session record since the last call (once per batch)."""
-    want = session_fact(conv.head, ctx)
-    have = conv.session
-    if want == have:
-        return
-    if have is not None and (want is None or want.agent != have.agent):
-        out.append(have._replace(op=DEL))
-    if want is not None:
-        out.append(want)
-    conv.session = want
+    conv.session = replace_record(session_fact(conv.head, ctx), conv.session, out)
 
 
 def session_to_list(f: Fact | None) -> list[Any] | None:

@@ -1,6 +1,6 @@
 """Who is waiting now: the buyers behind a tile's "waiting" count (GET /api/v1/waiting).
 
-SPEC §3 *Waiting now*: per agent, the buyers with a pending counted round assigned to that
+*Waiting now* (docs/kpis.md): per agent, the buyers with a pending counted round assigned to that
 agent (unassigned ones: the shop queue), each waiting `now − round start`. The count on the
 wall-board comes from the same records (`AgentState.pending`, fed by PENDING facts), so the
 list answers exactly the tile it drills into.

@@ -1,4 +1,6 @@
-"""`GET /api/v1/waiting?shop=&agent=&limit=`: who is waiting now, longest first (SPEC §6).
+"""`GET /api/v1/waiting?shop=&agent=&limit=`: who is waiting now, longest first.
+
+The endpoint is described in docs/interfaces.md.
 
 The drill-down behind a red tile. It is the only surface that shows buyer ids, which is why it
 always needs a token (`auth.Tokens.buyer_readers`) and why nothing here feeds `/metrics`, the

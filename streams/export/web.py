@@ -27,6 +27,12 @@ Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
+def _recovering() -> aioweb.Response:
+    """503 while state is restored: a partial table or list would look like real numbers."""
+    return _json({"error": "the worker is still recovering its state; try again"}, 503,
+                 {"Retry-After": "5"})
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> aioweb.Response:
     return aioweb.Response(body=orjson.dumps(body), status=status, content_type="application/json",
                            headers={**_NO_STORE, **(headers or {})})
@@ -82,8 +88,7 @@ class Routes:
         if denied is not None:
             return denied
         if not self.rt.health.ready:
-            return _json({"error": "the worker is still recovering its state; try again"}, 503,
-                         {"Retry-After": "5"})
+            return _recovering()
         try:
             q = scorecard_api.parse_query(request.query)
             doc = scorecard_api.document(self.rt.snapshots.values(), self.rt.config, q.period,
@@ -96,7 +101,7 @@ class Routes:
                                charset="utf-8" if ctype == "text/csv" else None)
 
     def buyer_ids_denied(self, request: aioweb.Request) -> aioweb.Response | None:
-        """SPEC §7: buyer ids always need the read or the API token, even where reads are open.
+        """Buyer ids need the read or the API token, even where reads are open (docs/contract.md).
 
         Bearer, `?token=`, or the wall-board's cookie (sent only under /wallboard, so the board
         reaches this handler as `wallboard/waiting`); the cookie counts only if it holds one of
@@ -121,8 +126,7 @@ class Routes:
         if denied is not None:
             return denied
         if not self.rt.health.ready:
-            return _json({"error": "the worker is still recovering its state; try again"}, 503,
-                         {"Retry-After": "5"})
+            return _recovering()
         try:
             q = waiting_api.parse_query(request.query)
         except waiting_api.WaitingError as exc:

@@ -219,8 +219,9 @@ def test_wallboard_is_kiosk_ready() -> None:
     assert {"shop", "team"} <= set(variables(wb)), "filters by shop and team in the URL"
 
 
-# Per-agent values that only aggregate weighted by their denominator (SPEC §4 ratios, means,
-# quantiles). A team-level number must be sum(value × weight) / sum(weight) or come from counts.
+# Per-agent values that only aggregate weighted by their denominator (ratios, means,
+# quantiles; docs/metrics.md). A team-level number must be sum(value × weight) / sum(weight)
+# or come from counts.
 RATIO_METRICS = {
     "kefu_reply_rate", "kefu_conversion_rate", "kefu_payment_success_rate", "kefu_refund_rate",
     "kefu_qa_ratio", "kefu_rounds_within_target_ratio", "kefu_target_completion_ratio",

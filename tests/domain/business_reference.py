@@ -7,7 +7,7 @@ sort, attribute each order once from the full reply history, keep plain records,
 window query by filtering those records. The response half (rounds, reply rate, ad status of
 chat messages) comes from the colleague's oracle in tests/domain/reference.py.
 
-The definitions (SPEC §1 and §3, with the lead's decisions where the SPEC is open):
+The definitions (docs/kpis.md, with the decisions where the contract is open):
 
 1. Orders and ratings belong to the conversation (shop_id, buyer_id), like chat. Order events
    are de-duplicated on (order_id, status, ts, amount) within the conversation, ratings on

@@ -5,7 +5,7 @@ de-duplicate in arrival order, sort every conversation by (ts, message_id), walk
 every round, message and unanswered crossing as a plain record, and answer each window query by
 filtering those records. Slow, but easy to check against the definitions by reading.
 
-The definitions (SPEC §3, with the lead's decisions where the SPEC is open):
+The definitions (docs/kpis.md, with the decisions where the contract is open):
 
 1. Conversation = (shop_id, buyer_id). A later event with the same (shop_id, message_id) as an
    earlier-arrived one is ignored entirely. Each conversation is processed in (ts, message_id).
@@ -64,7 +64,7 @@ from streams.domain.model import (
 from streams.domain.rules import MINUTE_MS, Filters, ShopRules
 
 QUEUE = ""
-# Q/A is "buyer messages assigned to the agent" (SPEC §1): a queued buyer's message is assigned
+# Q/A is "buyer messages assigned to the agent" (docs/kpis.md): a queued buyer's message is assigned
 # to no agent, so the shop queue gets no Q/A counts (definition 7 read with §1).
 QUEUE_COUNTS_BUYER_MESSAGES = False
 # Definition 10 says "from that event's ts": an event with the same ts that sorts before the ad

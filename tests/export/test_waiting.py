@@ -1,4 +1,6 @@
-"""GET /api/v1/waiting: who is waiting now, longest first (SPEC §3 *Waiting now*, §6, §7).
+"""GET /api/v1/waiting: who is waiting now, longest first.
+
+Definitions: docs/kpis.md (*Waiting now*) and docs/interfaces.md.
 
 Chat events go through the real stage 1 of one runtime; its facts go, as wire messages, to the
 stage 2 of *another* runtime that never saw a conversation — two workers, one holding the

@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -231,27 +232,69 @@ def receiver() -> Iterator[Receiver]:
         yield r
 
 
-def test_pages_reach_the_pager(
-    broker: EmbeddedBroker, app_id: str, workdir: Path, receiver: Receiver
-) -> None:
+@dataclass
+class AlertRun:
+    """One end-to-end alert run: a worker and Alertmanager started, Prometheus when asked."""
+
+    worker: Worker
+    am: Server
+    servers: list[Server]
+    timeline: list[str]  # printed at the end (pytest -s) and on failure
+    started: float
+
+    def mark(self, what: str) -> None:
+        self.timeline.append(f"{time.monotonic() - self.started:6.1f}s  {what}")
+
+    def start_prometheus(self, workdir: Path) -> Server:
+        """Prometheus scraping the worker and alerting to Alertmanager, first scrape done."""
+        prom = start_prometheus(
+            prometheus_test_config(workdir, self.worker.port, self.am.port), workdir
+        )
+        self.servers.append(prom)
+        wait_for(lambda: prom_query(prom, 'up{job="kefu-pulse"} == 1'), 20, "the first scrape")
+        self.mark("prometheus scraping")
+        return prom
+
+
+@contextmanager
+def alert_run(broker: EmbeddedBroker, app_id: str, workdir: Path, receiver: Receiver,
+              roster: str) -> Iterator[AlertRun]:
+    """Start the worker (wall clock, `roster`) and Alertmanager; on failure print the timeline,
+    the webhooks received and every log tail; always stop them all."""
     for tool in ("prometheus", "alertmanager"):
         require_tool(tool)
     config_path = workdir / "kefu.toml"
-    config_path.write_text(ROSTER, encoding="utf-8")
+    config_path.write_text(roster, encoding="utf-8")
     worker = Worker(broker, app_id=app_id, workdir=workdir, clock="wall", config_path=config_path)
     servers: list[Server] = []
+    timeline: list[str] = []
     started = time.monotonic()
-    timeline: list[str] = []  # printed at the end (pytest -s) and on failure
-
-    def mark(what: str) -> None:
-        timeline.append(f"{time.monotonic() - started:6.1f}s  {what}")
     try:
         worker.start()
-        mark("worker ready")
+        timeline.append(f"{time.monotonic() - started:6.1f}s  worker ready")
         am = start_alertmanager(
             alertmanager_test_config(workdir, receiver.url, AM_TIMING), workdir
         )
         servers.append(am)
+        yield AlertRun(worker, am, servers, timeline, started)
+    except BaseException:
+        print("\n".join(timeline))
+        print(receiver.dump())
+        for server in servers:
+            print(f"--- {server.name} log tail ---\n{server.log_tail()}")
+        print(f"--- worker log tail ---\n{worker.log_tail()}")
+        raise
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        worker.kill()
+
+
+def test_pages_reach_the_pager(
+    broker: EmbeddedBroker, app_id: str, workdir: Path, receiver: Receiver
+) -> None:
+    with alert_run(broker, app_id, workdir, receiver, ROSTER) as run:
+        worker, mark = run.worker, run.mark
 
         # Answered rounds first, so the worker exports every agent before Prometheus looks.
         produce(broker, worker.topics["chat"], answered_rounds(int(time.time() * 1000)))
@@ -268,12 +311,7 @@ def test_pages_reach_the_pager(
         worker.wait_until(rounds_exported, 60, "the worker to export every agent's rounds")
         mark("rounds exported")
 
-        prom = start_prometheus(
-            prometheus_test_config(workdir, worker.port, am.port), workdir
-        )
-        servers.append(prom)
-        wait_for(lambda: prom_query(prom, 'up{job="kefu-pulse"} == 1'), 20, "the first scrape")
-        mark("prometheus scraping")
+        prom = run.start_prometheus(workdir)
 
         # a-away's buyer asks now and is never answered: page_wait (180 s) passes soon.
         asked_ms = int(time.time() * 1000) - (180 - WAIT_BEFORE_CROSSING_S) * 1000
@@ -343,20 +381,9 @@ def test_pages_reach_the_pager(
         assert details["severity"] == "page" and details["instances"] == f"127.0.0.1:{worker.port}"
         assert down.body["routing_key"] == "test-routing-key-sre-pager"
         assert not receiver.pages("support-pager", "KefuWorkerDown")
-        assert time.monotonic() - started < 180, "the alert test should stay under 3 minutes"
-        print("\n".join(timeline))
+        assert time.monotonic() - run.started < 180, "the alert test should stay under 3 minutes"
+        print("\n".join(run.timeline))
         print(receiver.dump())
-    except BaseException:
-        print("\n".join(timeline))
-        print(receiver.dump())
-        for server in servers:
-            print(f"--- {server.name} log tail ---\n{server.log_tail()}")
-        print(f"--- worker log tail ---\n{worker.log_tail()}")
-        raise
-    finally:
-        for server in reversed(servers):
-            server.stop()
-        worker.kill()
 
 
 # ---- the empty room ----------------------------------------------------------------------------
@@ -401,24 +428,8 @@ def test_empty_room_pages_and_a_healthy_room_never(
     page, and its queue's KefuBuyerWaiting is inhibited by it (one page per queue, the one that
     says why); the shop with an agent online pages only KefuBuyerWaiting and never the empty
     room."""
-    for tool in ("prometheus", "alertmanager"):
-        require_tool(tool)
-    config_path = workdir / "kefu.toml"
-    config_path.write_text(ROOM_ROSTER, encoding="utf-8")
-    worker = Worker(broker, app_id=app_id, workdir=workdir, clock="wall", config_path=config_path)
-    servers: list[Server] = []
-    started = time.monotonic()
-    timeline: list[str] = []
-
-    def mark(what: str) -> None:
-        timeline.append(f"{time.monotonic() - started:6.1f}s  {what}")
-    try:
-        worker.start()
-        mark("worker ready")
-        am = start_alertmanager(
-            alertmanager_test_config(workdir, receiver.url, AM_TIMING), workdir
-        )
-        servers.append(am)
+    with alert_run(broker, app_id, workdir, receiver, ROOM_ROSTER) as run:
+        worker, mark, am = run.worker, run.mark, run.am
 
         # The room: everyone online ten minutes ago; in the empty shop one agent went away and
         # one offline five minutes ago, in the healthy one the agent is still online.
@@ -450,12 +461,7 @@ def test_empty_room_pages_and_a_healthy_room_never(
         worker.wait_until(room_exported, 60, "the room's statuses and queues on /metrics")
         mark("statuses and queues exported")
 
-        prom = start_prometheus(
-            prometheus_test_config(workdir, worker.port, am.port), workdir
-        )
-        servers.append(prom)
-        wait_for(lambda: prom_query(prom, 'up{job="kefu-pulse"} == 1'), 20, "the first scrape")
-        mark("prometheus scraping")
+        prom = run.start_prometheus(workdir)
 
         # -- the empty room pages, with the shop and the runbook --------------------------------
         (page,) = wait_for(lambda: receiver.pages("support-pager", "KefuEmptyRoom"),
@@ -492,15 +498,4 @@ def test_empty_room_pages_and_a_healthy_room_never(
             prom, f'count_over_time(ALERTS{{alertname="KefuEmptyRoom",shop="{HEALTHY_SHOP}"}}[1h])')
         assert [n for n in receiver.pages("support-pager", "KefuEmptyRoom")
                 if n.body["payload"]["custom_details"]["shop"] != EMPTY_SHOP] == []
-        print("\n".join(timeline))
-    except BaseException:
-        print("\n".join(timeline))
-        print(receiver.dump())
-        for server in servers:
-            print(f"--- {server.name} log tail ---\n{server.log_tail()}")
-        print(f"--- worker log tail ---\n{worker.log_tail()}")
-        raise
-    finally:
-        for server in reversed(servers):
-            server.stop()
-        worker.kill()
+        print("\n".join(run.timeline))

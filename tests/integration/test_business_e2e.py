@@ -13,7 +13,7 @@ of chat on purpose; re-keyed by the worker, they would arrive in another order t
 oracle's). The same day is delivered three ways, and each must give the oracle's figures:
 
 - `chat-first`: chat is produced first and processed, then orders, ratings and status events:
-  the order system and the consoles lag the whole day, the SPEC's "order events arriving after
+  the order system and the consoles lag the whole day, the contract's "order events arriving after
   later chat events" case at its extreme.
 - `live`: as a live shop sends it: one producer thread per topic, each sending its records in
   the simulator's arrival order, paced by one shared clock (the day squeezed into ~20 s), so

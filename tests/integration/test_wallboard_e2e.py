@@ -47,7 +47,7 @@ if not os.access(CHROMIUM, os.X_OK):
 
 
 class Chat:
-    """Builds `kefu.chat` events for the hand-made shop (SPEC §2)."""
+    """Builds `kefu.chat` events for the hand-made shop (docs/interfaces.md)."""
 
     def __init__(self) -> None:
         self.n = 0

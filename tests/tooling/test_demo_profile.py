@@ -56,7 +56,7 @@ def demo_sim(seed: int) -> Simulator:
 @dataclass(frozen=True)
 class Tile:
     """One agent as the wall-board judges it: red past critical or the page line, amber past
-    the warning line (SPEC §5/§6)."""
+    the warning line (docs/metrics.md)."""
 
     agent: str
     status: str

@@ -5,7 +5,6 @@ produces a JSONL file. Kafka clients are imported only when a command runs.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -23,20 +22,13 @@ from streams.tooling.simulate.model import CST, TopicKind
 from streams.tooling.simulate.profile import DEFAULT, PROFILES, Profile
 from streams.tooling.simulate.simulator import Simulator
 
-AGENTS_TOPIC = "kefu.agents"
-
 
 def _topics(settings: Settings) -> dict[TopicKind, str]:
-    # `kefu.agents` (SPEC §2) may not be a setting yet: take it from the environment like the
-    # others (KEFU_TOPIC_AGENTS) so status events land where the worker will look for them.
-    agents = getattr(settings, "topic_agents", None) or (
-        os.environ.get("KEFU_TOPIC_AGENTS", "").strip() or AGENTS_TOPIC
-    )
     return {
         "chat": settings.topic_chat,
         "orders": settings.topic_orders,
         "ratings": settings.topic_ratings,
-        "agents": agents,
+        "agents": settings.topic_agents,
     }
 
 
