@@ -45,6 +45,7 @@ from streams.pipeline import outbox
 from streams.pipeline.conversation_table import ConversationTable, stored
 from streams.pipeline.names import KIND_HEADER, Names
 from streams.pipeline.partitioning import partition_of
+from streams.pipeline.progress import Progress
 from streams.ports import Out, Record, Sink
 from streams.state import Clock, Health
 
@@ -80,6 +81,7 @@ class InputStage:
     last_offsets: dict[tuple[str, int], int]
     partition_watermarks: dict[int, int]
     outbox_listed: set[int]
+    progress: Progress
     stage1_lock: asyncio.Lock
 
     def _decoder(self, rec: Record) -> tuple[str, Decoder]:
@@ -146,12 +148,17 @@ class InputStage:
             rec, topic = sources[index]
             early.append(await self._dead_letter(rec, topic, reason, sink))
         self.stage1.failed.clear()
+        chat = self.names.chat
+        chat_read: dict[int, int] = {}  # chat partition -> largest ts decided in this batch
         for index, ev in enumerate(good):
             if index not in failed:
                 self.clock.observe(ev.ts)
-                part = sources[index][0].partition
+                rec, topic = sources[index]
+                part = rec.partition
                 if ev.ts > marks.get(part, 0):
                     marks[part] = ev.ts
+                if topic == chat and ev.ts > chat_read.get(part, 0):
+                    chat_read[part] = ev.ts
         for kind, outcomes in self.stage1.outcome_counters():
             for outcome, n in outcomes.items():
                 if n:
@@ -173,6 +180,7 @@ class InputStage:
         if futures:
             await asyncio.gather(*futures)
         self.outbox_listed |= listed  # delivered: their markers are emptied at the next tick
+        self.progress.facts_durable(chat_read)  # reported to stage 2 at the next tick
         await failpoints.ahit("stage1.facts_durable")
 
     def _check(self, decode: Decoder, raw: bytes, max_bytes: int) -> InputEvent | str:

@@ -37,6 +37,7 @@ from streams.pipeline.conversation_table import ConversationTable, stored
 from streams.pipeline.input_stage import DECODERS, OUTBOX_EVENTS_MAX, InputStage
 from streams.pipeline.names import KIND_HEADER, Names
 from streams.pipeline.partitioning import partition_of
+from streams.pipeline.progress import PROGRESS_KEY, Progress
 from streams.ports import Out, Record, Sink
 from streams.state import HEARTBEAT_GRACE_S, Clock, Health
 
@@ -100,6 +101,8 @@ class Runtime(InputStage):
         self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
         # Changelog partitions whose outbox marker lists facts that are delivered by now.
         self.outbox_listed: set[int] = set()
+        # How far each chat partition is read: the SLO counters settle on the slowest.
+        self.progress = Progress(partitions)
 
     def _lines_for(self, shop: str, agent: str) -> Lines:
         return self.config.lines(shop, self._team_of(agent))
@@ -154,6 +157,9 @@ class Runtime(InputStage):
                 continue
             try:
                 body = orjson.loads(rec.value)
+                if rec.key == PROGRESS_KEY:
+                    self.progress.hear(rec.partition, body)
+                    continue
                 if rec.key is not None:  # one agent's rows (0.2 format)
                     body = {rec.key.decode(): body}
                 for akey, rows in body.items():
@@ -236,6 +242,7 @@ class Runtime(InputStage):
         for key in [k for k in store if partition_of(routing_key_of(k), parts) not in self.owned]:
             del store[key]
         self.outbox_listed &= self.owned
+        self.progress.forget_unowned(self.owned)
 
     def load_aggregates(self, store: MutableMapping[str, Any]) -> int:
         """Move recovered aggregate records of owned partitions from the table into memory."""
@@ -276,8 +283,10 @@ class Runtime(InputStage):
             # end, and the recovered (older) value would then replace it.
             return
         minute = now // MINUTE_MS
+        await self.report_progress(now, sink)
         async with self.stage2_lock:
-            self.aggs.advance(now)
+            # Rounds settle on the slowest chat partition, not on this worker's *now*.
+            self.aggs.advance(self.progress.settle_ms(self.owned))
             if minute != self._snapshot_minute:
                 # Windows slide every minute: every agent's numbers change, not only busy ones.
                 self._snapshot_minute = minute
@@ -290,6 +299,17 @@ class Runtime(InputStage):
             await self.sweep_conversations(now, sink)
         await self.clear_outboxes(sink)
         self.refresh_snapshots(now, self.snapshot_budget())
+
+    async def report_progress(self, now: int, sink: Sink) -> None:
+        """Tell every facts partition how far this worker's chat partitions are read (see
+        `pipeline.progress`); only what a handled batch made durable, so under the batch lock."""
+        async with self.stage1_lock:
+            values = self.progress.report(self.owned, self.health.backlog, now, time.monotonic())
+        if values is None:
+            return
+        body = self.progress.encode(values)
+        out: list[Out] = [(PROGRESS_KEY, body, part, None) for part in range(self.partitions)]
+        await (await sink.send_many(self.names.facts, out))
 
     def snapshot_budget(self) -> float:
         """Seconds of snapshot refresh this tick: the configured share while input is waiting

@@ -9,7 +9,7 @@ import orjson
 from streams.config import Settings, default_config
 from streams.domain.rules import MINUTE_MS
 from streams.pipeline.runtime import Runtime
-from tests.pipeline.test_runtime import T0, RecordingSink, answer_one_round
+from tests.pipeline.test_runtime import T0, RecordingSink, answer_one_round, tick_caught_up
 
 
 def runtime() -> Runtime:
@@ -34,7 +34,7 @@ async def test_rounds_restored_uncounted_are_counted_by_a_worker_already_past_th
         if topic == b.names.agg_changelog and key is not None:
             store[key.decode()] = None if value is None else orjson.loads(value)
     assert b.load_aggregates(store) > 0
-    await b.tick(RecordingSink())
+    await tick_caught_up(b)
     snap = b.snapshots[("s", "a1")]
     assert snap.windows["today"].rounds == 1
     assert snap.rounds_total == 1 and snap.histogram[20.0] == 1

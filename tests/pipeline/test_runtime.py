@@ -126,6 +126,21 @@ async def test_redelivered_batch_changes_nothing() -> None:
     assert snap is not None and snap.windows["today"].rounds == 1 and snap.rounds_total == 1
 
 
+async def tick_caught_up(rt: Runtime, sink: RecordingSink | None = None) -> RecordingSink:
+    """A tick of a worker that has read all its chat partitions, then a tick after its stage 2
+    read the progress reports that tick sent (the SLO counters settle on them)."""
+    sink = sink or RecordingSink()
+    rt.health.backlog = dict.fromkeys(rt.owned, 0)
+    start = len(sink.sent)
+    await rt.tick(sink)
+    reports = [Record(rt.names.facts, p, i, k, v)
+               for i, (t, k, v, p, _) in enumerate(sink.sent[start:])
+               if t == rt.names.facts and p in rt.owned]
+    await rt.on_facts_batch(reports, sink)
+    await rt.tick(sink)
+    return sink
+
+
 async def answer_one_round(rt: Runtime) -> RecordingSink:
     """Both stages of a worker owning every partition answer one round (buyer at T0, reply
     9 s later); returns what stage 2 wrote to the aggregates changelog."""
