@@ -53,6 +53,7 @@ class Health:
     last_batch_at: float = 0.0
     backlog: dict[int, int] = field(default_factory=dict)  # chat partition -> unread messages
     facts_backlog: dict[int, int] = field(default_factory=dict)  # facts partition -> unread
+    rekey_backlog: dict[int, int] = field(default_factory=dict)  # rekey partition -> unread
     broker_ok_at: float = field(default_factory=time.time)  # last heartbeat the broker acked
 
     def broker_reachable(self, now: float | None = None) -> bool:

@@ -100,6 +100,7 @@ def build_app(
     async def refresh() -> None:
         rt.health.backlog = backlog(app, names.chat, rt.owned, rt.last_offsets)
         rt.health.facts_backlog = backlog(app, names.facts, rt.owned, rt.last_offsets)
+        rt.health.rekey_backlog = backlog(app, names.rekey, rt.owned, rt.last_offsets)
         now = time.monotonic()
         if now - beat[0] >= HEARTBEAT_INTERVAL_S:
             beat[0] = now

@@ -170,6 +170,11 @@ class Aggregates:
             if st.totals.uncounted:
                 self._count_settled(st, shop, agent)
 
+    def hold_back(self, now_ms: int) -> None:
+        """Move *now* for counting back (never below 0): rounds it had not counted wait until
+        `advance` passes them again. Counted rounds stay counted; counters never go down."""
+        self.now_ms = min(self.now_ms, max(now_ms, 0))
+
     def _count_settled(self, st: AgentState, shop: str, agent: str) -> None:
         """Count the agent's uncounted rounds that are older than now − reorder window."""
         uncounted = st.totals.uncounted

@@ -95,7 +95,11 @@ class InputStage:
     async def on_input_batch(self, records: Sequence[Record], sink: Sink) -> None:
         """Stage 1: chat, order and rating events of the partitions this worker owns."""
         async with self.stage1_lock:
-            await self._input_batch(records, sink)
+            try:
+                await self._input_batch(records, sink)
+            except Exception:  # the worker crashes (see `faust_adapter.consumer`); until then
+                self.progress.failed = True  # its records are not read, whatever the backlog says
+                raise
 
     async def _input_batch(self, records: Sequence[Record], sink: Sink) -> None:
         names = self.names

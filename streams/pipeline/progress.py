@@ -14,9 +14,13 @@ So the counters settle on the slowest input instead: each worker's stage 1 tells
 partition how far each chat partition it owns has been read (a *progress report*, sent only
 after the facts of what it covers are acknowledged, so on each facts partition a report comes
 after those facts), and stage 2 counts up to the smallest report it has heard for any chat
-partition — a watermark across inputs. A caught-up partition (nothing left to read) reports
-*now*, so an idle partition holds nothing back; a dead worker's partitions hold the counters
-until their new owner has read them again.
+partition — a watermark across inputs. A caught-up partition (nothing left to read on its chat
+or rekey partition) reports *now*, so an idle partition holds nothing back; a dead worker's
+partitions hold the counters until their new owner has read them again; facts partitions a
+worker takes over hold its counting back until their reports are heard (`Runtime.on_assigned`).
+
+During a rolling upgrade from 0.4 (which sends no reports) the counters of 0.5 workers pause
+until every worker runs 0.5; they then catch up, nothing is lost.
 
 What this does not cover (a strict xfail in `tests/pipeline/test_crash_property.py`): a reorder
 within one conversation's window that arrives after its partition moved more than the window on
@@ -33,13 +37,20 @@ import orjson
 
 PROGRESS_KEY = b"\x00progress"  # facts-topic key of a report; agent keys never hold a NUL
 RESEND_S = 2.0  # an unchanged report is sent again this often (a restarted stage 2 hears it)
+MIN_INTERVAL_S = 1.0  # reports at most this often (wall clock: *now* changes at every tick)
+NOTHING_READ = -1  # a caught-up partition of a worker that has seen no event at all
+FUTURE_LIMIT_MS = 86_400_000  # a report further ahead of the wall clock is refused
 
 
 class Progress:
     """Stage 1's side (what to report) and stage 2's side (what was heard) of the settle clock."""
 
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, min_interval_s: float = MIN_INTERVAL_S) -> None:
         self.partitions = partitions
+        self.min_interval_s = min_interval_s
+        # A stage-1 batch raised: the backlog the timer sampled while it ran may count records
+        # it never finished, so nothing is reported any more (the worker is going down).
+        self.failed = False
         # Stage 1: chat partition -> largest chat ts whose facts are acknowledged.
         self.durable: dict[int, int] = {}
         self._sent: dict[int, int] = {}
@@ -56,25 +67,33 @@ class Progress:
                 self.durable[part] = ts
 
     def report(self, owned: Iterable[int], backlog: Mapping[int, int], now_ms: int,
-               monotonic_s: float) -> dict[int, int] | None:
+               monotonic_s: float, rekey_backlog: Mapping[int, int] | None = None,
+               ) -> dict[int, int] | None:
         """What to tell every facts partition now, or None (nothing new, sent recently).
 
         Call it with no stage-1 batch in flight (the runtime holds `stage1_lock`): a handled
         record's facts are then acknowledged, and `backlog` counts what is still unread.
-        A partition whose backlog is unknown (not fetched yet) reports only what it has read.
+        A partition is caught up (reports *now*) only when neither its chat partition nor its
+        rekey partition has anything unread: a mis-keyed chat event waiting on the rekey topic
+        is as unread as one on the chat topic. A partition whose backlog is unknown (not
+        fetched yet) reports only what it has read. `NOTHING_READ`: caught up, and this worker
+        has no *now* yet (no event at all) — stage 2 does not wait for it.
         """
+        if self.failed:
+            return None
+        rekey = rekey_backlog or {}
         values: dict[int, int] = {}
         for part in owned:
             read = self.durable.get(part)
-            if backlog.get(part) == 0:
-                values[part] = max(now_ms, read or 0)
+            if backlog.get(part) == 0 and not rekey.get(part):
+                values[part] = max(now_ms, read or 0) or NOTHING_READ
             elif read is not None:
                 values[part] = read
         if not values:
             return None
         since = monotonic_s - self._sent_at
         changed = any(self._sent.get(part) != ts for part, ts in values.items())
-        if not changed and since < RESEND_S:
+        if since < self.min_interval_s or (not changed and since < RESEND_S):
             return None
         self._sent = values
         self._sent_at = monotonic_s
@@ -94,26 +113,33 @@ class Progress:
 
     # -- stage 2 -----------------------------------------------------------------------------
 
-    def hear(self, facts_partition: int, body: Any) -> None:
-        """A report read from a facts partition (malformed ones raise ValueError or TypeError)."""
+    def hear(self, facts_partition: int, body: Any, wall_ms: int) -> None:
+        """A report read from a facts partition. A malformed one raises ValueError or TypeError
+        and changes nothing; a time more than a day past `wall_ms` is malformed (it would hold
+        nothing back until a restart)."""
         if not isinstance(body, dict):
             raise TypeError("a progress report is an object")
-        heard = self.heard.setdefault(facts_partition, {})
+        entries: list[tuple[int, int]] = []
         for key, ts in body.items():
             part = int(key)
-            if not (0 <= part < self.partitions) or not isinstance(ts, int):
+            if (not 0 <= part < self.partitions or type(ts) is not int
+                    or not NOTHING_READ <= ts <= wall_ms + FUTURE_LIMIT_MS):
                 raise ValueError(f"bad progress entry {key!r}: {ts!r}")
-            if ts > heard.get(part, 0):
+            entries.append((part, ts))
+        heard = self.heard.setdefault(facts_partition, {})
+        for part, ts in entries:
+            if part not in heard or ts > heard[part] or heard[part] == NOTHING_READ:
                 heard[part] = ts
 
-    def settle_ms(self, owned: Iterable[int]) -> int:
+    def settle_ms(self, owned: Iterable[int], now_ms: int) -> int:
         """The time every chat partition has been read to, as heard on every owned facts
-        partition: rounds up to it minus the reorder window are final. 0 until all reported."""
-        low: int | None = None
+        partition (at most `now_ms`): rounds up to it minus the reorder window are final.
+        0 until every partition has reported; one with nothing read does not hold it back."""
+        low = now_ms
         for facts_part in owned:
             heard = self.heard.get(facts_part, {})
             for part in range(self.partitions):
                 ts = heard.get(part, 0)
-                if low is None or ts < low:
+                if ts != NOTHING_READ and ts < low:
                     low = ts
-        return low or 0
+        return max(low, 0)

@@ -56,6 +56,11 @@ HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see streams.worker)
 
 
+def _log_failed_report(ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled() and ack.exception() is not None:
+        log.warning("progress report not sent: %r", ack.exception())
+
+
 class Runtime(InputStage):
     """State and batch handlers of one worker."""
 
@@ -158,7 +163,7 @@ class Runtime(InputStage):
             try:
                 body = orjson.loads(rec.value)
                 if rec.key == PROGRESS_KEY:
-                    self.progress.hear(rec.partition, body)
+                    self.progress.hear(rec.partition, body, int(time.time() * 1000))
                     continue
                 if rec.key is not None:  # one agent's rows (0.2 format)
                     body = {rec.key.decode(): body}
@@ -243,6 +248,9 @@ class Runtime(InputStage):
             del store[key]
         self.outbox_listed &= self.owned
         self.progress.forget_unowned(self.owned)
+        # Partitions new to this worker have not been heard from: what the old ones settled
+        # must not count rounds restored or replayed from them (counted ones stay counted).
+        self.aggs.hold_back(self.progress.settle_ms(self.owned, self.aggs.now_ms))
 
     def load_aggregates(self, store: MutableMapping[str, Any]) -> int:
         """Move recovered aggregate records of owned partitions from the table into memory."""
@@ -278,15 +286,17 @@ class Runtime(InputStage):
     async def tick(self, sink: Sink) -> None:
         """Refresh the snapshots the exporters read; expire old buckets."""
         now = self.clock.now_ms()
-        if now <= 0 or self.paused:
+        if self.paused:
             # During a rebalance a write here could land after recovery read the changelog's
             # end, and the recovered (older) value would then replace it.
             return
+        await self.report_progress(now, sink)  # even with no *now* yet: others wait for it
+        if now <= 0:
+            return
         minute = now // MINUTE_MS
-        await self.report_progress(now, sink)
         async with self.stage2_lock:
             # Rounds settle on the slowest chat partition, not on this worker's *now*.
-            self.aggs.advance(self.progress.settle_ms(self.owned))
+            self.aggs.advance(self.progress.settle_ms(self.owned, now))
             if minute != self._snapshot_minute:
                 # Windows slide every minute: every agent's numbers change, not only busy ones.
                 self._snapshot_minute = minute
@@ -302,14 +312,17 @@ class Runtime(InputStage):
 
     async def report_progress(self, now: int, sink: Sink) -> None:
         """Tell every facts partition how far this worker's chat partitions are read (see
-        `pipeline.progress`); only what a handled batch made durable, so under the batch lock."""
+        `pipeline.progress`); only what a handled batch made durable, so under the batch lock.
+        Not awaited: a broker outage must not stall the refresh (the heartbeat reports it)."""
         async with self.stage1_lock:
-            values = self.progress.report(self.owned, self.health.backlog, now, time.monotonic())
+            values = self.progress.report(self.owned, self.health.backlog, now, time.monotonic(),
+                                          self.health.rekey_backlog)
         if values is None:
             return
         body = self.progress.encode(values)
         out: list[Out] = [(PROGRESS_KEY, body, part, None) for part in range(self.partitions)]
-        await (await sink.send_many(self.names.facts, out))
+        ack = asyncio.ensure_future(await sink.send_many(self.names.facts, out))
+        ack.add_done_callback(_log_failed_report)
 
     def snapshot_budget(self) -> float:
         """Seconds of snapshot refresh this tick: the configured share while input is waiting

@@ -7,8 +7,12 @@ from typing import Any
 import orjson
 
 from streams.config import Settings, default_config
+from streams.domain.facts import DEL, PUT, ROUND, Fact
+from streams.domain.keys import agent_key
 from streams.domain.rules import MINUTE_MS
+from streams.pipeline.progress import PROGRESS_KEY
 from streams.pipeline.runtime import Runtime
+from streams.ports import Record
 from tests.pipeline.test_runtime import T0, RecordingSink, answer_one_round, tick_caught_up
 
 
@@ -42,3 +46,36 @@ async def test_rounds_restored_uncounted_are_counted_by_a_worker_already_past_th
     # finds the round counted, not pending (and does not count it twice)
     dirty = b.aggs.take_dirty()
     assert dirty["s\x1fa1\x1et"][0] == 1 and dirty["s\x1fa1\x1et"][4] == []
+
+
+async def test_partitions_taken_over_are_not_settled_by_what_the_old_ones_heard() -> None:
+    """Found in review. B's stage 2 had heard every chat partition read to `now` on its own
+    facts partition; it then takes over the agent's facts partition, whose old owner lagged:
+    a round arrives, is re-decided by a reorder (delete, put) and must count once. Without
+    holding *now* back to what the new partitions have reported, the round counted on arrival
+    and again on its re-put."""
+    b = runtime()
+    home = b._pair_partition("s", "a1")
+    other = next(p for p in range(4) if p != home)
+    sink = RecordingSink()
+    now = T0 + 10 * MINUTE_MS
+    b.clock.observe(now)
+    b.on_assigned({other})
+    report = orjson.dumps({str(p): now for p in range(4)})
+    await b.on_facts_batch([Record(b.names.facts, other, 0, PROGRESS_KEY, report)], sink)
+    await b.tick(sink)
+    assert b.aggs.now_ms == now
+    b.on_assigned({other, home})
+
+    def facts(offset: int, *made: Fact) -> Record:
+        rows = {agent_key("s", "a1"): [f.to_wire() for f in made]}
+        return Record(b.names.facts, home, offset, None, orjson.dumps(rows))
+
+    first = Fact(PUT, ROUND, "s", "a1", 7, T0 + 9_000, 9_000, 1)
+    await b.on_facts_batch([facts(0, first)], sink)
+    await b.on_facts_batch([facts(1, first._replace(op=DEL), first._replace(a=8_000))], sink)
+    # The other worker's partitions, heard on the new facts partition too; then B's own.
+    await b.on_facts_batch([Record(b.names.facts, home, 2, PROGRESS_KEY, report)], sink)
+    await tick_caught_up(b, sink)
+    snap = b.snapshots[("s", "a1")]
+    assert snap.rounds_total == 1 and snap.response_seconds_sum == 8.0

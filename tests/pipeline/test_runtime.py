@@ -130,6 +130,7 @@ async def tick_caught_up(rt: Runtime, sink: RecordingSink | None = None) -> Reco
     """A tick of a worker that has read all its chat partitions, then a tick after its stage 2
     read the progress reports that tick sent (the SLO counters settle on them)."""
     sink = sink or RecordingSink()
+    rt.progress.min_interval_s = 0
     rt.health.backlog = dict.fromkeys(rt.owned, 0)
     start = len(sink.sent)
     await rt.tick(sink)
