@@ -10,6 +10,7 @@ import pytest
 
 from streams.config import Settings, default_config
 from streams.pipeline import outbox
+from streams.pipeline import runtime as runtime_module
 from streams.pipeline.runtime import Runtime
 from streams.ports import Record
 from streams.state import HEARTBEAT_GRACE_S, Health
@@ -154,6 +155,45 @@ async def answer_one_round(rt: Runtime) -> RecordingSink:
     changelog = RecordingSink()
     await rt.on_facts_batch(facts, changelog)
     return changelog
+
+
+async def _round_after_a_tick(rt: Runtime) -> None:
+    """A waiting buyer's facts applied and ticked (the minute's tick has run), then one round
+    answered and its facts applied, with no tick after them."""
+    sink = RecordingSink()
+    rt.on_assigned({0, 1, 2, 3})
+
+    async def both_stages(batch: list[Record]) -> None:
+        start = len(sink.sent)
+        await rt.on_input_batch(batch, sink)
+        await rt.on_facts_batch([Record(rt.names.facts, p, i, k, v)
+                                 for i, (t, k, v, p, _) in enumerate(sink.sent[start:])
+                                 if t == rt.names.facts], RecordingSink())
+
+    await both_stages([rec(chat("m0", "buyer", T0 + 9_000, buyer="b0"), key=b"s:b0")])
+    await rt.tick(sink)
+    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 0
+    await both_stages([rec(chat("m1", "buyer", T0 + 1_000)),
+                       rec(chat("m2", "agent", T0 + 9_000), offset=1)])
+
+
+def replay_runtime() -> Runtime:
+    return Runtime(Settings(clock="event"), default_config(), partitions=4)
+
+
+async def test_a_small_change_is_shown_without_waiting_for_the_tick() -> None:
+    rt = replay_runtime()
+    await _round_after_a_tick(rt)
+    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
+
+
+async def test_a_big_change_waits_for_the_ticks_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime_module, "EAGER_REFRESH_AGENTS", 0)
+    rt = replay_runtime()
+    await _round_after_a_tick(rt)
+    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 0
+    await rt.tick(RecordingSink())
+    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
 
 
 @pytest.mark.parametrize(

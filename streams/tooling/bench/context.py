@@ -35,9 +35,9 @@ class BenchContext:
         self.broker: EmbeddedBroker | Any = None
         self.workers: list[WorkerProcess] = []
         self.prestarted: dict[str, WorkerProcess] = {}
-        # Stable this long = settled: longer than the SLO counters' progress reports may lag
-        # the rest (at most one per second, `streams.pipeline.progress`) plus a tick.
-        self.settle_s = 2.5
+        # Stable this long = settled: longer than the SLO counters may lag the rest (a
+        # progress report per tick, `streams.pipeline.progress`, heard at the next tick).
+        self.settle_s = 1.5 if opts.quick else 2.0
         # Filled in as the run goes: the worker config, then by the data phase.
         self.config: Path = self.workdir / "kefu.toml"
         self.sim: Any = None
