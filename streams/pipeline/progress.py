@@ -127,8 +127,8 @@ class Progress:
                 raise ValueError(f"bad progress entry {key!r}: {ts!r}")
             entries.append((part, ts))
         heard = self.heard.setdefault(facts_partition, {})
-        for part, ts in entries:
-            if part not in heard or ts > heard[part] or heard[part] == NOTHING_READ:
+        for part, ts in entries:  # the largest wins; any mark beats none (NOTHING_READ is -1)
+            if ts > heard.get(part, NOTHING_READ - 1):
                 heard[part] = ts
 
     def settle_ms(self, owned: Iterable[int], now_ms: int) -> int:

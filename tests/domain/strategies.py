@@ -8,15 +8,26 @@ windows and local midnight, service-hour boundaries.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from streams.domain.model import ChatEvent
 from streams.domain.rules import Filters, Lines, ShopRules, zone
+
+# The engine and status properties' search: KEFU_PROPERTY_EXAMPLES=2000 runs a deeper one.
+PROPERTY_SETTINGS = settings(
+    derandomize=True,
+    database=None,
+    max_examples=int(os.environ.get("KEFU_PROPERTY_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 SECOND = 1_000
 MINUTE = 60 * SECOND

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from streams.domain.model import LEVELS, ChatEvent
@@ -23,6 +23,7 @@ from streams.tooling.engine import Engine
 from tests.domain.reference import BUCKETS, assert_same_snapshots, dedup, reference_snapshots
 from tests.domain.strategies import (
     AD_PATTERNS,
+    PROPERTY_SETTINGS,
     Scenario,
     batches,
     describe,
@@ -35,13 +36,7 @@ from tests.domain.strategies import (
 
 COMPARE_TOTALS = os.environ.get("KEFU_ORACLE_TOTALS", "1") != "0"
 
-SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    max_examples=int(os.environ.get("KEFU_PROPERTY_EXAMPLES", "100")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = PROPERTY_SETTINGS
 
 
 def new_engine(scn: Scenario) -> Engine:

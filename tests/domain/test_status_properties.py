@@ -10,10 +10,9 @@ retention floor, as a worker's minute tick does) and at the oracle's instants.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 
 from streams.domain.model import AgentSnapshot, AgentStatusEvent, ChatEvent
@@ -22,6 +21,7 @@ from streams.tooling.engine import Engine
 from tests.domain.status_reference import StatusKpis, status_reference
 from tests.domain.strategies import (
     MINUTE,
+    PROPERTY_SETTINGS,
     SECOND,
     Scenario,
     batches,
@@ -32,13 +32,7 @@ from tests.domain.strategies import (
     team_of,
 )
 
-SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    max_examples=int(os.environ.get("KEFU_PROPERTY_EXAMPLES", "100")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = PROPERTY_SETTINGS
 ROSTER = {"a1": 3, "a3": 25}
 STATUS_NAMES = ("online", "online", "busy", "away", "away", "offline")
 
