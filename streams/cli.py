@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from streams import failpoints
+from streams import failpoints, gc_policy
 from streams.config import ConfigError, Settings, load_config
 
 
@@ -60,6 +60,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         {names.rekey: partitions, names.facts: partitions, names.heartbeat: 1},
         settings=settings,
     )
+    gc_policy.tune(settings.gc_threshold)
     app, _ = build_app(settings, config, partitions, counts)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

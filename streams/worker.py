@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from streams import failpoints
+from streams import failpoints, gc_policy
 from streams.config import Config, Settings
 from streams.export import web
 from streams.pipeline.faust_adapter import (
@@ -88,6 +88,8 @@ def build_app(
             log.info("changelog recovery: %d records restored in bulk", bulk)
             app.consumer.restored_in_bulk = 0  # type: ignore[attr-defined]
         n = rt.load_aggregates(aggregates.data)
+        if settings.gc_threshold:
+            gc_policy.freeze_state()  # the recovered state is long-lived: stop scanning it
         await rt.resend_outboxes(sink)
         rt.paused = False
         rt.health.ready = True

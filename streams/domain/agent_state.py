@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from streams.domain import status
 from streams.domain.buckets import Bucket, Summary
 from streams.domain.model import WindowKpis
+from streams.domain.window_kpis import Prefix
 from streams.domain.windows import HISTOGRAM_BUCKETS
 
 
@@ -36,8 +37,9 @@ class AgentState:
     def __init__(self) -> None:
         self.buckets: dict[int, Bucket] = {}
         self.hours: dict[int, Summary] = {}  # cache: finished hour (minute // 60) -> merged
-        # cache: (first, last) minute range -> merged; windows are "prefix + current minute"
-        self.prefix: dict[tuple[int, int], Summary] = {}
+        # cache: (first, last) minute range -> merged and sorted; windows are "prefix + current
+        # minute" (streams.domain.window_kpis)
+        self.prefix: dict[tuple[int, int], Prefix] = {}
         self.pending: dict[int, tuple[int, int, int]] = {}  # conversation -> (start, since, last)
         # conversation -> buyer id, for the waiting list only (`streams.domain.waiting`); a key
         # of `pending` missing here was recorded before PENDING facts carried the buyer id.

@@ -9,7 +9,6 @@ is `agent_state.AgentState`; its changelog records are written and read by `aggr
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,13 +26,13 @@ from streams.domain.facts import (
     Fact,
 )
 from streams.domain.keys import RECORD_SEP, agent_key, split_agent_key
-from streams.domain.model import LEVELS, QUANTILES, SUMMABLE, AgentSnapshot, WindowKpis
+from streams.domain.model import LEVELS, SUMMABLE, AgentSnapshot, WindowKpis
 from streams.domain.rules import DAY_MS, MINUTE_MS, Lines, ShopRules
+from streams.domain.window_kpis import Prefix, window_kpis
 from streams.domain.windows import (
     HISTOGRAM_BUCKETS,
     histogram_index,
     month_start_ms,
-    nearest_rank,
     retention_start,
     window_starts,
 )
@@ -42,6 +41,7 @@ RulesFor = Callable[[str], ShopRules]
 LinesFor = Callable[[str, str], Lines]  # (shop, agent) -> lines
 TeamOf = Callable[[str], str]
 
+NOTHING = Prefix(Summary())  # an agent with no bucket: no paid buyer
 SEP = RECORD_SEP  # agent key + SEP + record name (a minute, "d<day>", "p", "t", "e", "S", "c")
 
 
@@ -269,27 +269,32 @@ class Aggregates:
 
     # -- snapshots -------------------------------------------------------------------------------
 
-    def _summary(self, st: AgentState, first_minute: int, last_minute: int) -> Summary:
-        """Merged summary of the agent's buckets in [first_minute, last_minute].
+    def _parts(self, st: AgentState, first_minute: int, last_minute: int
+               ) -> tuple[Prefix, Summary | None]:
+        """The agent's buckets in [first_minute, last_minute] as (finished minutes, current one).
 
-        New facts land in the current minute, so everything before it is merged once and
-        cached (`prefix`); a refresh merges that with the last minute only.
+        New facts land in the current minute, so everything before it is merged and sorted once
+        and cached (`prefix`); a refresh reads that and the last minute's own summary as they
+        are (`window_kpis`), without merging them.
         """
         if last_minute <= first_minute:
-            return self._merged(st, first_minute, last_minute)
+            return Prefix(self._merged(st, first_minute, last_minute)), None
         key = (first_minute, last_minute - 1)
         pre = st.prefix.get(key)
         if pre is None:
+            pre = st.prefix.pop((first_minute, last_minute - 2), None)
+            if pre is not None:  # a fixed start (today): the minute that just ended joins it
+                b = st.buckets.get(last_minute - 1)
+                if b is not None:
+                    pre.extend(b.summarize())
+            else:
+                pre = Prefix(self._merged(st, first_minute, last_minute - 1))
             if len(st.prefix) > 8:  # keys of minutes gone by
                 for old in [k for k in st.prefix if k[1] < last_minute - 1]:
                     del st.prefix[old]
-            pre = st.prefix[key] = self._merged(st, first_minute, last_minute - 1)
-        total = Summary()
-        total.merge(pre)
+            st.prefix[key] = pre
         b = st.buckets.get(last_minute)
-        if b is not None:
-            total.merge(b.summarize())
-        return total
+        return pre, None if b is None else b.summarize()
 
     def _merged(self, st: AgentState, first_minute: int, last_minute: int) -> Summary:
         """Whole hours that are over come from the hour cache; the rest minute by minute."""
@@ -317,12 +322,13 @@ class Aggregates:
             m += 1
         return total
 
-    def _paid_buyers(self, st: AgentState, now_ms: int, first: int | None = None) -> set[int]:
-        """Buyers who paid an order credited to this agent, in everything still retained."""
+    def _paid(self, st: AgentState, now_ms: int, first: int | None = None
+              ) -> tuple[Prefix, Summary | None]:
+        """Everything still retained: conversion counts buyers who paid an order credited to
+        this agent at any time in it."""
         if not st.buckets:
-            return set()
-        return self._summary(st, min(st.buckets) if first is None else first,
-                             now_ms // MINUTE_MS).paid
+            return NOTHING, None
+        return self._parts(st, min(st.buckets) if first is None else first, now_ms // MINUTE_MS)
 
     def _window(
         self,
@@ -333,7 +339,7 @@ class Aggregates:
         end: int,
         now_ms: int,
         lines: Lines,
-        paid_buyers: set[int] | None = None,
+        paid: tuple[Prefix, Summary | None] | None = None,
         first_bucket: int | None = None,
     ) -> WindowKpis:
         """Every KPI of one agent over [start, end] (epoch ms, minute-aligned start)."""
@@ -342,51 +348,16 @@ class Aggregates:
         if st.buckets:
             first = min(st.buckets) if first_bucket is None else first_bucket
             first_minute = max(first_minute, first)
-        s = self._summary(st, first_minute, last_minute)
-        w = WindowKpis()
-        received = s.unanswered | s.replied
-        if agent:
-            unans_after = self.rules_for(shop).unanswered_after_ms
-            for buyer, (_start, since, _last) in st.pending.items():
-                crossing = since + unans_after
-                if start <= crossing <= min(end, now_ms):
-                    received.add(buyer)
-        rts, frts = s.rts, s.frts
-        w.rounds = len(rts)
-        w.rt_sum_ms = sum(rts)
-        w.first_rounds = len(frts)
-        w.replied = len(s.replied)
-        w.received = len(received)
-        w.missed = len(received - s.replied)
-        w.agent_messages = s.agent_messages
-        w.buyer_messages = s.buyer_messages
-        w.inquiries = len(s.inquired)
-        w.ordered_buyers = len(s.ordered)
-        w.paid_buyers = len(s.paid)
-        w.paid_orders = s.paid_orders
-        w.sales_units = s.sales_units
-        w.refunded_orders = len(s.refunded)
-        w.refund_units = s.refund_units
-        w.assists = s.assists
-        w.ratings, w.rating_sum, w.ratings_good = s.ratings, s.rating_sum, s.ratings_good
-        w.marked_sessions, w.resolved_sessions = s.marked, s.resolved
-        if paid_buyers is None:
-            paid_buyers = self._paid_buyers(st, now_ms)
-        w.converted = len(s.inquired & paid_buyers)
-        if rts:
-            rts.sort()
-            w.rt_mean = w.rt_sum_ms / len(rts) / 1000
-            w.rt_quantiles = {q: nearest_rank(rts, q) / 1000 for q in QUANTILES}
-            levels = (lines.warning, lines.critical, lines.slow)
-            for level, line in zip(LEVELS, levels, strict=True):
-                w.within[level] = bisect.bisect_right(rts, line * 1000)
-        else:
-            w.within = dict.fromkeys(LEVELS, 0)
-        if frts:
-            frts.sort()
-            w.frt_mean = sum(frts) / len(frts) / 1000
-            w.frt_quantiles = {q: nearest_rank(frts, q) / 1000 for q in QUANTILES}
-        return w
+        pre, tail = self._parts(st, first_minute, last_minute)
+        crossing: set[int] = set()
+        if agent and st.pending:
+            # Waiting buyers become "received" once unanswered for `unanswered_after`.
+            unans_after, until = self.rules_for(shop).unanswered_after_ms, min(end, now_ms)
+            crossing = {buyer for buyer, (_start, since, _last) in st.pending.items()
+                        if start <= since + unans_after <= until}
+        if paid is None:
+            paid = self._paid(st, now_ms)
+        return window_kpis(pre, tail, crossing, paid, lines)
 
     def snapshot(self, shop: str, agent: str, now_ms: int) -> AgentSnapshot | None:
         st = self.agents.get((shop, agent))
@@ -397,7 +368,7 @@ class Aggregates:
         team = self.team_of(agent) if agent else "unassigned"
         snap = AgentSnapshot(shop=shop, agent=agent, team=team)
         first = min(st.buckets) if st.buckets else None
-        paid_buyers = self._paid_buyers(st, now_ms, first)
+        paid_buyers = self._paid(st, now_ms, first)
         any_data = False
         for window, start in window_starts(now_ms, rules).items():
             w = self._window(st, shop, agent, start, now_ms, now_ms, lines, paid_buyers, first)
@@ -411,7 +382,8 @@ class Aggregates:
             if month_start <= day < today_start:
                 month.add(summary)
         yesterday = rules.day_start_ms(today_start - 3_600_000)
-        if month_start <= yesterday and yesterday not in st.days and st.buckets:
+        if (month_start <= yesterday and yesterday not in st.days and first is not None
+                and first * MINUTE_MS < today_start):
             # 00:00–01:00: yesterday is still in minute buckets, not yet a day summary
             month.add(self._window(st, shop, agent, yesterday, today_start - 1, now_ms, lines,
                                    paid_buyers, first))
@@ -478,6 +450,9 @@ class Aggregates:
         if st is None:
             return dict.fromkeys(starts, 0)
         last = now_ms // MINUTE_MS
-        return {
-            w: len(self._summary(st, start // MINUTE_MS, last).ads) for w, start in starts.items()
-        }
+        out: dict[str, int] = {}
+        for w, start in starts.items():
+            pre, tail = self._parts(st, start // MINUTE_MS, last)
+            ads = pre.summary.ads
+            out[w] = len(ads) + (len(tail.ads - ads) if tail is not None else 0)
+        return out

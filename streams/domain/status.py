@@ -99,6 +99,9 @@ class AgentLoad:
     carry_last: int = -1  # last activity at or before the floor (-1 = none)
     carry_limit: Limit = (-1, -1, 0)
     _sorted: list[int] | None = None  # cache: reply times, ascending
+    # cache: the timeline walked so far, (gap, cut, intervals, status, last activity) over all
+    # activity up to `cut` (see `timeline`); dropped when activity at or before `cut` changes.
+    _memo: tuple[int, int, list[tuple[int, int]], int, int] | None = None
 
     def has_status(self) -> bool:
         """Whether the agent ever sent a status event still in effect or retained: such an
@@ -107,10 +110,17 @@ class AgentLoad:
 
     # facts ------------------------------------------------------------------------------------
 
+    def _changed_at(self, ts: int) -> None:
+        """Activity at `ts` changed: a walked timeline that reached it is no longer right."""
+        memo = self._memo
+        if memo is not None and ts <= memo[1]:
+            self._memo = None
+
     def apply_status(self, f: Fact) -> bool:
         """Apply a STATUS fact; False when it lies before the folded floor (late)."""
         if f.ts < self.floor:
             return False
+        self._changed_at(f.ts)
         if f.op == DEL:
             self.events.pop(f.fid, None)
         else:
@@ -130,6 +140,7 @@ class AgentLoad:
             recs = self.replies.get(minute)
             if recs is not None and recs.pop(key, None) is not None:
                 self._sorted = None
+                self._changed_at(ts)
                 if not recs:
                     del self.replies[minute]
             return
@@ -137,11 +148,13 @@ class AgentLoad:
         if key in recs:
             return
         recs[key] = ts
+        self._changed_at(ts)
         cache = self._sorted
-        if cache is not None and (not cache or ts >= cache[-1]):
-            cache.append(ts)  # the usual case: the newest reply
-        else:
-            self._sorted = None
+        if cache is not None:
+            if not cache or ts >= cache[-1]:
+                cache.append(ts)  # the usual case: the newest reply
+            else:
+                bisect.insort(cache, ts)  # a little out of order (two partitions, a reorder)
 
     def load_replies(self, minute: int, times: dict[int, int] | None) -> None:
         """A minute bucket restored from the changelog (None = deleted)."""
@@ -150,6 +163,7 @@ class AgentLoad:
         else:
             self.replies.pop(minute, None)
         self._sorted = None
+        self._memo = None
 
     def reply_times(self) -> list[int]:
         if self._sorted is None:
@@ -158,24 +172,36 @@ class AgentLoad:
 
     # the timeline -----------------------------------------------------------------------------
 
-    def _activity(self, upto: int) -> Iterator[tuple[int, int, int]]:
-        """(ts, order, code) of the agent's events after the floor, up to `upto`, in the order
-        they apply: replies (code NONE) before status events of the same ts."""
+    def _activity(self, after: int, upto: int) -> Iterator[tuple[int, int, int]]:
+        """(ts, order, code) of the agent's events in (after, upto], in the order they apply:
+        replies (code NONE) before status events of the same ts."""
         status = sorted((ts, 1 + TIE_RANK[code], code)
-                        for ts, code, _ in self.events.values() if ts <= upto)
+                        for ts, code, _ in self.events.values() if after < ts <= upto)
         times = self.reply_times()
-        lo = bisect.bisect_left(times, self.floor)
+        lo = bisect.bisect_right(times, after)
         hi = bisect.bisect_right(times, upto)
+        if not status:
+            return ((t, 0, NONE) for t in times[lo:hi])
         return heapq.merge(((t, 0, NONE) for t in times[lo:hi]), status)
 
     def timeline(self, upto: int, gap_ms: int) -> tuple[list[tuple[int, int]], int, int]:
         """(intervals [(start ms, code)], status at `upto`, last activity) from the floor.
 
-        Each interval lasts until the next one starts (the last until `upto`).
+        Each interval lasts until the next one starts (the last until `upto`). The walk is
+        kept (`_memo`) up to the last activity it passed, so the next call walks only what came
+        after: a snapshot costs the new replies, not the day's (docs/optimisations.md).
         """
-        cur, last = self.carry_status, self.carry_last
-        out: list[tuple[int, int]] = [(self.floor, cur)] if cur != NONE else []
-        for ts, _, code in self._activity(upto):
+        memo = self._memo
+        if memo is not None and memo[0] == gap_ms and memo[1] <= upto:
+            _, after, walked, cur, last = memo
+            out = walked.copy()
+        else:
+            # Everything from the floor: status events are never before it (folded), replies
+            # before it are the carry's.
+            after, cur, last = self.floor - 1, self.carry_status, self.carry_last
+            out = [(self.floor, cur)] if cur != NONE else []
+        cut = after
+        for ts, _, code in self._activity(after, upto):
             if cur not in (NONE, OFFLINE) and ts - last > gap_ms:
                 cur = OFFLINE
                 out.append((last + gap_ms, OFFLINE))
@@ -185,7 +211,8 @@ class AgentLoad:
             elif cur in (AWAY, OFFLINE):  # a reply: the console lost an "online"
                 cur = ONLINE
                 out.append((ts, ONLINE))
-            last = ts
+            last = cut = ts
+        self._memo = (gap_ms, cut, out.copy(), cur, last)
         if cur not in (NONE, OFFLINE) and upto - last > gap_ms:
             cur = OFFLINE
             out.append((last + gap_ms, OFFLINE))
@@ -232,6 +259,7 @@ class AgentLoad:
                   self.carry_limit)
         changed |= before != (cur, last if cur != NONE else -1, limit)
         self.floor, self.carry_status, self.carry_last, self.carry_limit = floor, cur, last, limit
+        self._memo = None  # walked from the old floor and carry
         return changed
 
     # persistence ------------------------------------------------------------------------------
@@ -243,6 +271,7 @@ class AgentLoad:
                 "e": [[fid, ts, code, lim] for fid, (ts, code, lim) in self.events.items()]}
 
     def load_status(self, value: Any) -> None:
+        self._memo = None
         if value is None:
             self.events = {}
             self.floor, self.carry_status, self.carry_last = -1, NONE, -1

@@ -10,41 +10,21 @@ the client. That test also reads this text back with the client's own parser.
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Iterable
+from operator import itemgetter
 
 from prometheus_client import REGISTRY, generate_latest
 
-from streams.domain.limits import is_overflow, label
-from streams.domain.model import (
-    LEVELS,
-    MONEY_SCALE,
-    QUANTILES,
-    STATUSES,
-    WINDOWS,
-    AgentSnapshot,
-    WindowKpis,
-)
+from streams.domain.limits import is_overflow
+from streams.domain.model import AgentSnapshot
+from streams.export import agent_text
 from streams.state import State
 
 CONTENT_TYPE = "text/plain; version=0.0.4"  # aiohttp refuses a charset here; UTF-8 is the default
-_QLABEL = {q: repr(q) for q in QUANTILES}
 
 
-def _esc(value: str) -> str:
-    if "\\" in value or '"' in value or "\n" in value:
-        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return value
-
-
-def _num(v: float) -> str:
-    # repr is exact for ints and floats alike; v - v is 0 unless v is ±inf or nan.
-    if v - v == 0:
-        return repr(v)
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return "NaN"
+_esc = agent_text.esc
+_num = agent_text.num
 
 
 HELP: dict[str, tuple[str, str]] = {
@@ -129,22 +109,27 @@ HELP: dict[str, tuple[str, str]] = {
 }
 
 
-# Rendered text of each agent's series, reused while its snapshot object is unchanged (an agent
-# with no new facts keeps the same snapshot between refreshes). Keyed by (shop, agent).
-_FRAGMENTS: dict[tuple[str, str], tuple[AgentSnapshot, dict[str, str]]] = {}
+FAMILIES: tuple[str, ...] = tuple(HELP)
+_HEADERS = {name: f"# HELP {name} {text}\n# TYPE {name} {kind}\n".encode()
+            for name, (kind, text) in HELP.items()}
+
+# Rendered text of each agent's series, one bytes string per family (b"" when it has none),
+# reused while its snapshot object is unchanged (an agent with no new facts keeps the same
+# snapshot between refreshes). Keyed by (shop, agent).
+_FRAGMENTS: dict[tuple[str, str], tuple[AgentSnapshot, list[bytes]]] = {}
 
 
-def _fragments(s: AgentSnapshot) -> dict[str, str]:
-    """One agent's samples per family, each line ending in a newline, ready to concatenate."""
-    out: defaultdict[str, list[str]] = defaultdict(list)  # only the families it has
-    _agent(out, s)
-    frag: dict[str, str] = {}
-    for name, samples in out.items():
-        if HELP[name][0] == "histogram":
-            frag[name] = "\n".join(samples) + "\n"
-        else:
-            frag[name] = name + ("\n" + name).join(samples) + "\n"
-    return frag
+def forget_rendered() -> None:
+    """Drop the reused text: the next scrape renders every agent (the bench's worst case)."""
+    _FRAGMENTS.clear()
+
+
+_NO_TEXT = ("",) * len(FAMILIES)
+
+
+def _aligned(s: AgentSnapshot) -> list[bytes]:
+    """The agent's text per family, in `FAMILIES` order, encoded once."""
+    return [text.encode() for text in map(agent_text.fragments(s).get, FAMILIES, _NO_TEXT)]
 
 
 def render(state: State) -> bytes:
@@ -152,176 +137,40 @@ def render(state: State) -> bytes:
     out: dict[str, list[str]] = {name: [] for name in HELP}
     snaps = sorted(state.snapshots.values(), key=lambda s: (s.shop, s.agent))
     now_ms = state.clock.now_ms()
-    frags: list[dict[str, str]] = []
+    frags: list[list[bytes]] = []
     cache = _FRAGMENTS
-    fresh: dict[tuple[str, str], tuple[AgentSnapshot, dict[str, str]]] = {}
+    seen: set[tuple[str, str]] = set()
+    waits = out["kefu_oldest_wait_seconds"]
     for s in snaps:
         key = (s.shop, s.agent)
+        seen.add(key)
         hit = cache.get(key)
         if hit is None or hit[0] is not s:
-            hit = (s, _fragments(s))
-        fresh[key] = hit
+            hit = cache[key] = (s, _aligned(s))
         frags.append(hit[1])
         # The one family that moves with the clock, not with the snapshot.
-        base = f'shop="{_esc(s.shop)}",team="{_esc(s.team)}",agent="{_esc(label(s.agent))}"'
-        out["kefu_oldest_wait_seconds"].append(f"{{{base}}} {_num(s.oldest_wait_seconds(now_ms))}")
-    cache.clear()
-    cache.update(fresh)
+        waits.append(f"{{{agent_text.base_labels(s)}}} {_num(s.oldest_wait_seconds(now_ms))}")
+    if len(cache) > len(seen):
+        for gone in [key for key in cache if key not in seen]:
+            del cache[gone]
     agents = sum(1 for s in snaps if s.agent and not is_overflow(s.agent))
     _targets(out, state, snaps)
     for shop, per_window in sorted(state.ad_buyers.items()):
         for window, n in per_window.items():
             out["kefu_ad_buyers"].append(f'{{shop="{_esc(shop)}",window="{window}"}} {n}')
     _pipeline(out, state, agents)
-    chunks: list[str] = []
-    for name, (kind, text) in HELP.items():
+    chunks: list[bytes] = []
+    for index, name in enumerate(FAMILIES):
         samples = out[name]
-        parts = [f[name] for f in frags if name in f]
-        if not samples and not parts:
+        agent_lines = b"".join(map(itemgetter(index), frags))
+        if not samples and not agent_lines:
             continue
-        chunks.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n")
-        chunks.extend(parts)
-        if samples:
-            if kind == "histogram":
-                chunks.append("\n".join(samples) + "\n")
-            else:  # one C-level join instead of a Python concatenation per sample
-                chunks.append(name + ("\n" + name).join(samples) + "\n")
-    return "".join(chunks).encode() + generate_latest(REGISTRY)
-
-
-def _agent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
-    base = f'shop="{_esc(s.shop)}",team="{_esc(s.team)}",agent="{_esc(label(s.agent))}"'
-    out["kefu_waiting_buyers"].append(f"{{{base}}} {s.waiting}")
-    if not s.agent:
-        _silent(out, s)
-        return
-    for window in WINDOWS:
-        w = s.windows.get(window)
-        if w is None:
-            continue
-        wl = f'{base},window="{window}"'
-        _business(out, wl, w)
-        for level in LEVELS:
-            n = w.within.get(level, 0)
-            out["kefu_rounds_within_target"].append(f'{{{wl},level="{level}"}} {n}')
-        out["kefu_rounds"].append(f"{{{wl}}} {w.rounds}")
-        out["kefu_first_rounds"].append(f"{{{wl}}} {w.first_rounds}")
-        out["kefu_received_buyers"].append(f"{{{wl}}} {w.received}")
-        out["kefu_replied_buyers"].append(f"{{{wl}}} {w.replied}")
-        out["kefu_missed_buyers"].append(f"{{{wl}}} {w.missed}")
-        out["kefu_agent_messages"].append(f"{{{wl}}} {w.agent_messages}")
-        out["kefu_buyer_messages"].append(f"{{{wl}}} {w.buyer_messages}")
-        for q, v in w.rt_quantiles.items():
-            out["kefu_response_time_seconds"].append(f'{{{wl},quantile="{_QLABEL[q]}"}} {_num(v)}')
-        for q, v in w.frt_quantiles.items():
-            out["kefu_first_response_time_seconds"].append(
-                f'{{{wl},quantile="{_QLABEL[q]}"}} {_num(v)}'
-            )
-        if w.rt_mean is not None:
-            out["kefu_response_time_mean_seconds"].append(f"{{{wl}}} {_num(w.rt_mean)}")
-        if w.frt_mean is not None:
-            out["kefu_first_response_time_mean_seconds"].append(f"{{{wl}}} {_num(w.frt_mean)}")
-        if w.rounds:
-            for level in LEVELS:
-                ratio = w.within.get(level, 0) / w.rounds
-                out["kefu_rounds_within_target_ratio"].append(
-                    f'{{{wl},level="{level}"}} {_num(ratio)}'
-                )
-        if w.reply_rate is not None:
-            out["kefu_reply_rate"].append(f"{{{wl}}} {_num(w.reply_rate)}")
-        if w.qa_ratio is not None:
-            out["kefu_qa_ratio"].append(f"{{{wl}}} {_num(w.qa_ratio)}")
-    if s.month is not None:
-        wl = f'{base},window="month"'
-        m = s.month
-        _business(out, wl, m)
-        out["kefu_rounds"].append(f"{{{wl}}} {m.rounds}")
-        out["kefu_received_buyers"].append(f"{{{wl}}} {m.received}")
-        out["kefu_replied_buyers"].append(f"{{{wl}}} {m.replied}")
-        out["kefu_missed_buyers"].append(f"{{{wl}}} {m.missed}")
-        if m.reply_rate is not None:
-            out["kefu_reply_rate"].append(f"{{{wl}}} {_num(m.reply_rate)}")
-        if s.month_rt_mean is not None:
-            out["kefu_response_time_mean_seconds"].append(f"{{{wl}}} {_num(s.month_rt_mean)}")
-    if s.sales_target is not None:
-        out["kefu_sales_target"].append(f"{{{base}}} {_num(s.sales_target)}")
-    for window, ratio in s.target_completion.items():
-        out["kefu_target_completion_ratio"].append(f'{{{base},window="{window}"}} {_num(ratio)}')
-    for period, card in s.score.items():
-        pl = f'{base},period="{period}"'
-        for item, points in card.items.items():
-            out["kefu_score_points"].append(f'{{{pl},item="{item}"}} {_num(points)}')
-        out["kefu_score_total"].append(f"{{{pl}}} {_num(card.total)}")
-        out["kefu_score_passed"].append(f"{{{pl}}} {1 if card.passed else 0}")
-    _load(out, base, s)
-    out["kefu_rounds_total"].append(f"{{{base}}} {s.rounds_total}")
-    for level in LEVELS:
-        n = s.within_total.get(level, 0)
-        out["kefu_rounds_within_target_total"].append(f'{{{base},level="{level}"}} {n}')
-    hist = out["kefu_response_time_histogram_seconds"]
-    name = "kefu_response_time_histogram_seconds"
-    for le, n in s.histogram.items():
-        hist.append(f'{name}_bucket{{{base},le="{_num(float(le))}"}} {n}')
-    hist.append(f"{name}_sum{{{base}}} {_num(s.response_seconds_sum)}")
-    hist.append(f"{name}_count{{{base}}} {s.rounds_total}")
-
-
-def _load(out: dict[str, list[str]], base: str, s: AgentSnapshot) -> None:
-    """Status and load (19 series per agent): every status always, 0 when not current, so an
-    agent without status events shows all zeros and `sum by (shop)` counts agents by status."""
-    for status in STATUSES:
-        current = 1 if s.status == status else 0
-        out["kefu_agent_status"].append(f'{{{base},status="{status}"}} {current}')
-    for window, seconds in s.status_seconds.items():
-        for status, v in seconds.items():
-            out["kefu_status_seconds"].append(
-                f'{{{base},status="{status}",window="{window}"}} {_num(v)}')
-    out["kefu_concurrent_buyers"].append(f"{{{base}}} {s.concurrent}")
-    out["kefu_max_concurrent"].append(f"{{{base}}} {s.max_concurrent}")
-    out["kefu_occupancy_ratio"].append(f"{{{base}}} {_num(s.occupancy)}")
-
-
-def _business(out: dict[str, list[str]], wl: str, w: WindowKpis) -> None:
-    """The business KPIs of one window (docs/metrics.md); ratios only when their denominator
-    is > 0."""
-    counts = (
-        ("kefu_inquiries", w.inquiries), ("kefu_converted_buyers", w.converted),
-        ("kefu_ordered_buyers", w.ordered_buyers), ("kefu_paid_buyers", w.paid_buyers),
-        ("kefu_paid_orders", w.paid_orders), ("kefu_refunded_orders", w.refunded_orders),
-        ("kefu_assists", w.assists), ("kefu_ratings", w.ratings),
-        ("kefu_ratings_good", w.ratings_good), ("kefu_rating_score_sum", w.rating_sum),
-        ("kefu_marked_sessions", w.marked_sessions),
-        ("kefu_resolved_sessions", w.resolved_sessions),
-    )
-    for name, n in counts:
-        out[name].append(f"{{{wl}}} {n}")
-    out["kefu_sales_amount"].append(f"{{{wl}}} {_num(w.sales)}")
-    out["kefu_refund_amount"].append(f"{{{wl}}} {_num(w.refund_units / MONEY_SCALE)}")
-    ratios = (
-        ("kefu_conversion_rate", w.conversion_rate),
-        ("kefu_payment_success_rate", w.payment_success_rate),
-        ("kefu_average_order_value", w.average_order_value),
-        ("kefu_refund_rate", w.refund_rate),
-        ("kefu_csat_mean", w.csat_mean),
-        ("kefu_csat_good_ratio", w.csat_good_share),
-        ("kefu_resolution_rate", w.resolution_rate),
-    )
-    for name, value in ratios:
-        if value is not None:
-            out[name].append(f"{{{wl}}} {_num(value)}")
-
-
-def _silent(out: dict[str, list[str]], s: AgentSnapshot) -> None:
-    """Shop-level orders no agent can be credited with (静默下单), kept under agent ""."""
-    shop = f'shop="{_esc(s.shop)}"'
-    windows = [(w, s.windows[w]) for w in WINDOWS if w in s.windows]
-    if s.month is not None:
-        windows.append(("month", s.month))
-    for window, w in windows:
-        wl = f'{shop},window="{window}"'
-        out["kefu_silent_ordered_buyers"].append(f"{{{wl}}} {w.ordered_buyers}")
-        out["kefu_silent_paid_orders"].append(f"{{{wl}}} {w.paid_orders}")
-        out["kefu_silent_sales_amount"].append(f"{{{wl}}} {_num(w.sales)}")
+        chunks.append(_HEADERS[name])
+        chunks.append(agent_lines)
+        if samples:  # one C-level join instead of a Python concatenation per sample
+            chunks.append((name + ("\n" + name).join(samples) + "\n").encode())
+    chunks.append(generate_latest(REGISTRY))
+    return b"".join(chunks)
 
 
 def _targets(out: dict[str, list[str]], state: State, snaps: Iterable[AgentSnapshot]) -> None:

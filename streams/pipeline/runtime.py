@@ -54,8 +54,11 @@ WATERMARK_KEY = "\x00watermark:"
 NON_STR_KEYS = orjson.OPT_NON_STR_KEYS  # bucket records are keyed by int fact ids
 HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see streams.worker)
-# Changed agents a facts batch may re-snapshot itself (~0.3 ms each, so ≤ ~20 ms a batch).
+# Changed agents a facts batch re-snapshots itself (~0.1 ms each), whatever the backlog.
 EAGER_REFRESH_AGENTS = 64
+# More changed agents: while less than a batch of input waits, a facts batch refreshes them
+# itself for up to this long (most stale first); the rest wait for the tick's budget.
+EAGER_REFRESH_S = 0.02
 
 
 def _log_failed_report(ack: asyncio.Future[Any]) -> None:
@@ -183,17 +186,19 @@ class Runtime(InputStage):
             self._refresh_eagerly()
 
     def _refresh_eagerly(self) -> None:
-        """Show a small change at once instead of at the next tick (up to `TICK_S` later): on a
-        quiet or normal room the board moves with the reply. A bigger one (a busy room, a
-        catch-up) is left to the tick's budget, so events are never starved by snapshots."""
+        """Show a change at once instead of at the next tick (up to `TICK_S` later): the board
+        moves with the reply. A small change is refreshed whole; a bigger one for at most
+        `EAGER_REFRESH_S` a batch, and only while the input is nearly caught up, so a
+        catch-up's events are never starved by snapshots (the tick's budget takes the rest)."""
         if self.paused:
             return
         now = self.clock.now_ms()
         if now <= 0 or now // MINUTE_MS != self._snapshot_minute:
             return  # the tick slides the windows into a new minute first
-        if len(self._stale) + len(self.aggs.dirty_agents) > EAGER_REFRESH_AGENTS:
-            return
-        self.refresh_snapshots(now)
+        if len(self._stale) + len(self.aggs.dirty_agents) <= EAGER_REFRESH_AGENTS:
+            self.refresh_snapshots(now)
+        elif EAGER_REFRESH_S > 0 and sum(self.health.backlog.values()) < self.settings.batch_max:
+            self.refresh_snapshots(now, EAGER_REFRESH_S)
 
     async def _persist_aggregates(self, sink: Sink, extra: Iterable[str] = ()) -> None:
         """Write changed aggregate records. Callers hold `stage2_lock`: two writers of the same

@@ -187,9 +187,22 @@ async def test_a_small_change_is_shown_without_waiting_for_the_tick() -> None:
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
 
 
-async def test_a_big_change_waits_for_the_ticks_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_big_change_is_shown_within_a_budget_when_nearly_caught_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(runtime_module, "EAGER_REFRESH_AGENTS", 0)
     rt = replay_runtime()
+    rt.health.backlog = {0: rt.settings.batch_max - 1}
+    await _round_after_a_tick(rt)
+    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
+
+
+async def test_a_big_change_in_a_catch_up_waits_for_the_ticks_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime_module, "EAGER_REFRESH_AGENTS", 0)
+    rt = replay_runtime()
+    rt.health.backlog = {0: rt.settings.batch_max}  # a whole batch of input waiting
     await _round_after_a_tick(rt)
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 0
     await rt.tick(RecordingSink())

@@ -104,6 +104,9 @@ def run_bench(args: argparse.Namespace) -> int:
         r.update(repeat=opts.repeat, partitions=opts.partitions, latency_rate=opts.latency_rate,
                  latency_seconds=opts.latency_seconds, probe_hz=opts.probe_hz,
                  max_run_s=opts.max_run_s)
+        # First, so that a report that cannot be drawn (a partial run) loses no figure.
+        (bench.workdir / "results.json").write_text(
+            json.dumps(r, indent=1, default=str), encoding="utf-8")
         try:
             print(render_table(r), flush=True)
         except (KeyError, TypeError, ValueError) as exc:  # a partial run: the log says it all
@@ -112,15 +115,17 @@ def run_bench(args: argparse.Namespace) -> int:
             opts.out.parent.mkdir(parents=True, exist_ok=True)
             old = opts.out.read_text(encoding="utf-8") if opts.out.exists() else ""
             kept = old[old.find("<!-- soak:begin -->"):] if "<!-- soak:begin -->" in old else None
-            opts.out.write_text(keep_section(render_markdown(r), kept), encoding="utf-8")
-            log(f"wrote {opts.out}")
+            try:
+                opts.out.write_text(keep_section(render_markdown(r), kept), encoding="utf-8")
+                log(f"wrote {opts.out}")
+            except (KeyError, TypeError, ValueError) as exc:
+                log(f"no {opts.out} for a partial run ({exc!r}); figures in "
+                    f"{bench.workdir / 'results.json'}")
         if "soak" in r and opts.soak_out is not None:
             cmd = (f"kefu-pulse bench --phases soak --soak-minutes {opts.soak_minutes:g} "
                    f"--soak-rate {opts.soak_rate:g} --agents {opts.agents} --seed {opts.seed}")
             write_section(opts.soak_out, render_soak(r["soak"], cmd))
             log(f"wrote the soak section of {opts.soak_out}")
-        (bench.workdir / "results.json").write_text(
-            json.dumps(r, indent=1, default=str), encoding="utf-8")
         ok = True
         return 0
     except KeyboardInterrupt:

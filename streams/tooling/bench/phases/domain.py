@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from typing import Any
 
@@ -12,7 +13,11 @@ from streams.tooling.bench.profiling import profile_in_process
 
 
 def run(ctx: BenchContext) -> None:
-    """Decode + both domain stages in-process: the ceiling without Kafka and Faust."""
+    """Decode + both domain stages in-process: the ceiling without Kafka and Faust, with the
+    worker's garbage-collector policy."""
+    from streams import gc_policy
+
+    old = gc_policy.tune()  # the worker's collector policy (streams.gc_policy), restored below
     try:
         from streams.config import load_config
         from streams.events import MAX_EVENT_BYTES, Rejected
@@ -49,3 +54,5 @@ def run(ctx: BenchContext) -> None:
     except Exception as exc:  # the domain API is shared with work in progress
         ctx.r["domain"] = {"error": repr(exc)}
         log(f"domain in-process: unavailable ({exc!r})")
+    finally:
+        gc.set_threshold(*old)

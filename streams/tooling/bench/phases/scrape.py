@@ -86,7 +86,7 @@ def cold_render(data: Any, config_path: Path, runs: int = 3) -> tuple[float, int
     rt.refresh_snapshots(now)
     times = []
     for _ in range(runs):
-        prometheus._FRAGMENTS.clear()
+        prometheus.forget_rendered()
         t0 = time.perf_counter()
         prometheus.render(rt)
         times.append(time.perf_counter() - t0)
