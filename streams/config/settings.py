@@ -43,7 +43,10 @@ class Settings:
     session_timeout_s: float = 6.0
     heartbeat_s: float = 1.5
     standby_replicas: int = 0
-    batch_max: int = 1000
+    # Records per handler call and fetch round: each round waits on the broker three times
+    # (state, facts, aggregates), so bigger rounds in a catch-up pay those waits less often
+    # (docs/optimisations.md: 1,000 -> 5,000 took the worker from ~8.6k to ~12k events/s).
+    batch_max: int = 5000
     # Seconds of snapshot refresh per 0.5 s tick (most-stale agents first): at most ~30% of a
     # core goes to re-snapshotting, the rest to processing events.
     snapshot_budget_s: float = 0.15

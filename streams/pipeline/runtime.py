@@ -56,9 +56,11 @@ HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see streams.worker)
 # Changed agents a facts batch re-snapshots itself (~0.1 ms each), whatever the backlog.
 EAGER_REFRESH_AGENTS = 64
-# More changed agents: while less than a batch of input waits, a facts batch refreshes them
-# itself for up to this long (most stale first); the rest wait for the tick's budget.
+# More changed agents: while fewer than EAGER_BACKLOG input records wait (not a catch-up), a
+# facts batch refreshes them itself for up to this long (most stale first); the rest wait for
+# the tick's budget.
 EAGER_REFRESH_S = 0.02
+EAGER_BACKLOG = 1000
 
 
 def _log_failed_report(ack: asyncio.Future[Any]) -> None:
@@ -197,7 +199,7 @@ class Runtime(InputStage):
             return  # the tick slides the windows into a new minute first
         if len(self._stale) + len(self.aggs.dirty_agents) <= EAGER_REFRESH_AGENTS:
             self.refresh_snapshots(now)
-        elif EAGER_REFRESH_S > 0 and sum(self.health.backlog.values()) < self.settings.batch_max:
+        elif EAGER_REFRESH_S > 0 and sum(self.health.backlog.values()) < EAGER_BACKLOG:
             self.refresh_snapshots(now, EAGER_REFRESH_S)
 
     async def _persist_aggregates(self, sink: Sink, extra: Iterable[str] = ()) -> None:

@@ -192,7 +192,7 @@ async def test_a_big_change_is_shown_within_a_budget_when_nearly_caught_up(
 ) -> None:
     monkeypatch.setattr(runtime_module, "EAGER_REFRESH_AGENTS", 0)
     rt = replay_runtime()
-    rt.health.backlog = {0: rt.settings.batch_max - 1}
+    rt.health.backlog = {0: runtime_module.EAGER_BACKLOG - 1}
     await _round_after_a_tick(rt)
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
 
@@ -202,7 +202,7 @@ async def test_a_big_change_in_a_catch_up_waits_for_the_ticks_budget(
 ) -> None:
     monkeypatch.setattr(runtime_module, "EAGER_REFRESH_AGENTS", 0)
     rt = replay_runtime()
-    rt.health.backlog = {0: rt.settings.batch_max}  # a whole batch of input waiting
+    rt.health.backlog = {0: runtime_module.EAGER_BACKLOG}  # a catch-up
     await _round_after_a_tick(rt)
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 0
     await rt.tick(RecordingSink())
