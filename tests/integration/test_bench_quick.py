@@ -44,6 +44,8 @@ TABLE_ROWS = (
 )
 GOALS = (
     "throughput / bare consumer",
+    "in-process domain / bare consumer",
+    "two workers / one worker",
     "latency p99 at",
     "wall-board update p99",
     "/metrics render,",

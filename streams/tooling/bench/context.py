@@ -45,6 +45,8 @@ class BenchContext:
         self.input: dict[str, str] = {}
         self.total = 0
         self.kept: WorkerProcess | None = None  # the last throughput worker, for the scrape
+        # /metrics of each finished throughput run once settled (the scale phase compares)
+        self.worker_bodies: list[bytes] = []
 
     def topics(self, app: str, shared_input: str | None = None) -> dict[str, str]:
         base = shared_input or app

@@ -10,7 +10,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-ALL_PHASES = ("broker", "domain", "bare", "faust", "worker", "profile", "latency", "day")
+ALL_PHASES = ("broker", "domain", "bare", "faust", "worker", "scale", "profile", "latency",
+              "day")
 OPTIONAL_PHASES = ("soak",)  # only when asked for: `--phases soak` (30 minutes by default)
 
 

@@ -30,6 +30,7 @@ from streams.tooling.bench.phases import (
     domain,
     latency,
     profile,
+    scale,
     soak,
     worker,
 )
@@ -71,6 +72,8 @@ class Bench(BenchContext):
             baselines.run_faust(self)
         if "worker" in ph:
             worker.run(self)
+        if "scale" in ph:
+            scale.run(self)
         if o.profile and "profile" in ph:
             profile.run(self)
         if "latency" in ph:

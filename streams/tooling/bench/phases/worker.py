@@ -52,6 +52,8 @@ def _throughput_run(ctx: BenchContext, i: int, name: str, keep: bool = False) ->
             w.stop()
     if keep:
         ctx.kept = w
+    if res["finished"]:
+        ctx.worker_bodies.append(d.body)
     return res
 
 

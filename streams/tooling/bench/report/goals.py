@@ -1,4 +1,5 @@
-"""The issue-6 goals judged from a run's results, and the number formatting the reports share."""
+"""The goals (issues 6 and 14) judged from a run's results, and the number formatting the
+reports share."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 
 from streams.tooling.bench.common import (
     FLAT_TOLERANCE,
+    GOAL_DOMAIN_RATIO,
     GOAL_FIRST_EVENT_S,
     GOAL_LATENCY_P99_S,
     GOAL_RATIO_AIM,
     GOAL_RATIO_MIN,
     GOAL_RECOVERY_S,
+    GOAL_SCALE,
     GOAL_SCRAPE_S,
     GOAL_WALLBOARD_S,
     median,
@@ -57,6 +60,20 @@ def goals(r: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
                  f"{bound}{fmt(ratio, '{:.4f}')} ({bound}{fmt(worker, '{:,.0f}')} / "
                  f"{fmt(bare, '{:,.0f}')} events/s)", verdict if finished or ratio >= GOAL_RATIO_MIN
                  else "NOT met"))
+    dom = r.get("domain", {})
+    if "rate" in dom:
+        dratio = dom["rate"] / bare if bare else math.nan
+        rows.append(("in-process domain / bare consumer", f"≥ {GOAL_DOMAIN_RATIO}",
+                     f"{fmt(dratio, '{:.4f}')} ({fmt(dom['rate'], '{:,.0f}')} events/s)",
+                     _verdict(dratio >= GOAL_DOMAIN_RATIO)))
+    sc2 = r.get("scale", {})
+    if "speedup" in sc2:
+        rows.append(("two workers / one worker", f"≥ {GOAL_SCALE}× with equal KPIs",
+                     f"{fmt(sc2['speedup'], '{:.2f}')}× ({fmt(sc2['rate'], '{:,.0f}')} events/s); "
+                     f"{sc2['different']:,} of {sc2['compared']:,} samples differ from one "
+                     f"worker's ({sc2['different_between_single_runs']} between two single "
+                     "runs: events past the reorder window)",
+                     _verdict(sc2["speedup"] >= GOAL_SCALE and sc2["equal"])))
     lat = r.get("latency", {})
     p99 = num(lat, "metrics_p99_s")
     rows.append((f"latency p99 at {r['latency_rate']:g} events/s", f"< {GOAL_LATENCY_P99_S:g} s",

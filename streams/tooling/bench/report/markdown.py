@@ -161,6 +161,24 @@ def render_markdown(r: Mapping[str, Any]) -> str:
           f"takes {dom['snapshot_s'] * 1000:,.0f} ms.\n")
     elif dom:
         w(f"In-process domain measurement unavailable: {dom.get('error')}.\n")
+    sc2 = r.get("scale", {})
+    if "speedup" in sc2:
+        w("### Two workers\n")
+        w(f"Two `kefu-pulse worker` processes of one consumer group on the same topics "
+          f"({r['partitions']} partitions, each owning half): {sc2['rate']:,.0f} events/s, "
+          f"{sc2['speedup']:.2f}× the median single worker ({sc2['one_worker_rate']:,.0f}/s); "
+          f"CPU per worker {', '.join(fmt(c * 100) + ' %' for c in sc2['cpu_share'])}. "
+          f"Their agent KPIs together against the single worker's (`today` windows and the "
+          f"monotone counters, {sc2['compared']:,} samples): {sc2['different']:,} differ, "
+          f"{sc2['missing']} missing, {sc2['exported_twice']} exported by both. Two runs of "
+          f"the single worker differ from each other in "
+          f"{', '.join(f'{n:,}' for n in sc2['different_between_single_runs'])} samples: the "
+          f"simulator sends events past the reorder window (`late` per run "
+          f"{sc2['late']}), and in event-clock mode which ones are late depends on how the "
+          "partitions interleave. Exact equality with an oracle under a hand-over is what "
+          "`tests/integration/test_scale_out.py` checks.\n")
+    elif sc2:
+        w(f"Two workers: not measured ({sc2.get('error')}).\n")
     lat = r.get("latency", {})
     w("## Latency\n")
     if lat:
