@@ -108,8 +108,11 @@ class Runtime(InputStage):
         # Largest event ts per input partition, and as last written to the changelog.
         self.partition_watermarks: dict[int, int] = {}
         self._watermarks_written: dict[int, int] = {}
-        # Agents to re-snapshot, oldest change first, with the time they were queued.
+        # Agents to re-snapshot, oldest change first, with the time they were queued: those
+        # with new facts (or due by time) first, then those whose windows only slid into a new
+        # minute, so a reply is not queued behind a thousand agents' window edges.
         self._stale: dict[tuple[str, str], int] = {}
+        self._sliding: dict[tuple[str, str], int] = {}
         self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
         # Changelog partitions whose outbox marker lists facts that are delivered by now.
         self.outbox_listed: set[int] = set()
@@ -198,7 +201,7 @@ class Runtime(InputStage):
         if now <= 0 or now // MINUTE_MS != self._snapshot_minute:
             return  # the tick slides the windows into a new minute first
         if len(self._stale) + len(self.aggs.dirty_agents) <= EAGER_REFRESH_AGENTS:
-            self.refresh_snapshots(now)
+            self.refresh_snapshots(now, slide=False)  # the slid windows are the tick's
         elif EAGER_REFRESH_S > 0 and sum(self.health.backlog.values()) < EAGER_BACKLOG:
             self.refresh_snapshots(now, EAGER_REFRESH_S)
 
@@ -262,7 +265,7 @@ class Runtime(InputStage):
         self.aggs.drop(self.owns_agent)
         for ident in [i for i in self.snapshots if not self.owns_agent(*i)]:
             del self.snapshots[ident]
-        for pending in (self._stale, self._due):
+        for pending in (self._stale, self._sliding, self._due):
             for ident in [i for i in pending if not self.owns_agent(*i)]:
                 del pending[ident]
         store = self.stage1.conversations
@@ -325,7 +328,9 @@ class Runtime(InputStage):
                 self._snapshot_minute = minute
                 gone = self.aggs.expire(now)
                 failpoints.hit("tick.expired")
-                self.aggs.dirty_agents.update(self.aggs.agents)
+                sliding = self._sliding
+                for ident in self.aggs.agents:
+                    sliding.setdefault(ident, now)
                 await self._persist_aggregates(sink, gone)
         if minute == self._snapshot_minute and self._swept_minute != minute:
             self._swept_minute = minute
@@ -356,8 +361,10 @@ class Runtime(InputStage):
             return budget
         return max(budget, TICK_S * 0.8)
 
-    def refresh_snapshots(self, now: int, budget_s: float | None = None) -> int:
-        """Re-snapshot changed agents, most stale first, for at most `budget_s` seconds.
+    def refresh_snapshots(self, now: int, budget_s: float | None = None, *,
+                          slide: bool = True) -> int:
+        """Re-snapshot changed agents, most stale first, for at most `budget_s` seconds; then,
+        if time is left (and `slide`), those whose windows only slid into a new minute.
 
         Agents left over stay queued in order and go first next tick, so under load numbers
         age by a tick or two instead of event processing stalling behind 1,000 snapshots.
@@ -374,8 +381,36 @@ class Runtime(InputStage):
             queue.setdefault(ident, now)
         started = time.perf_counter()
         deadline = None if budget_s is None else started + budget_s
+        done = self._refresh_queue(queue, now, deadline)
+        sliding = self._sliding
+        for ident in itertools.islice(queue, done):
+            sliding.pop(ident, None)  # refreshed now: its windows have slid too
+        if done == len(queue):
+            queue.clear()
+            if slide and sliding and (deadline is None or time.perf_counter() <= deadline):
+                slid = self._refresh_queue(sliding, now, deadline)
+                done += slid
+                for ident in list(itertools.islice(sliding, slid)):
+                    del sliding[ident]
+        else:
+            for ident in list(itertools.islice(queue, done)):
+                del queue[ident]
+        self.snapshot_seconds += time.perf_counter() - started
+        self.snapshots_refreshed += done
+        shops = {shop for shop, _ in self.aggs.agents}
+        self.ad_buyers = {shop: self.aggs.ad_buyers(shop, now) for shop in shops}
+        # Every snapshot holds everything up to this time (the oldest queued change, if any).
+        oldest = [next(iter(q.values())) for q in (queue, sliding) if q]
+        self.snapshot_at_ms = min(oldest) if oldest else now
+        self.snapshot_queue = len(queue) + len(sliding)
+        return self.snapshot_queue
+
+    def _refresh_queue(self, queue: dict[tuple[str, str], int], now: int,
+                       deadline: float | None) -> int:
+        """Re-snapshot agents from the front of `queue` until `deadline`; return how many (the
+        caller removes them)."""
         done = 0
-        aggs = self.aggs
+        aggs, due = self.aggs, self._due
         for ident in queue:
             shop, agent = ident
             fresh = aggs.snapshot(shop, agent, now)
@@ -391,16 +426,4 @@ class Runtime(InputStage):
             done += 1
             if deadline is not None and not done % 16 and time.perf_counter() > deadline:
                 break
-        self.snapshot_seconds += time.perf_counter() - started
-        self.snapshots_refreshed += done
-        if done == len(queue):
-            queue.clear()
-        else:
-            for ident in list(itertools.islice(queue, done)):
-                del queue[ident]
-        shops = {shop for shop, _ in self.aggs.agents}
-        self.ad_buyers = {shop: self.aggs.ad_buyers(shop, now) for shop in shops}
-        # Every snapshot holds everything up to this time (the oldest queued change, if any).
-        self.snapshot_at_ms = next(iter(queue.values())) if queue else now
-        self.snapshot_queue = len(queue)
-        return len(queue)
+        return done

@@ -209,6 +209,39 @@ async def test_a_big_change_in_a_catch_up_waits_for_the_ticks_budget(
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
 
 
+async def test_a_reply_is_not_queued_behind_the_minutes_window_slide() -> None:
+    """At a new minute every agent's windows slide; with the tick's budget spent, those wait,
+    and a reply's agent is still refreshed at once."""
+    rt = Runtime(Settings(clock="event", snapshot_budget_s=0.0), default_config(), 4)
+    sink = RecordingSink()
+    rt.on_assigned({0, 1, 2, 3})
+
+    async def both_stages(batch: list[Record]) -> None:
+        start = len(sink.sent)
+        await rt.on_input_batch(batch, sink)
+        await rt.on_facts_batch([Record(rt.names.facts, p, i, k, v)
+                                 for i, (t, k, v, p, _) in enumerate(sink.sent[start:])
+                                 if t == rt.names.facts], RecordingSink())
+
+    rounds = [rec(chat(f"{sender}{i}", sender, T0 + ms, agent=f"a{i}", buyer=f"b{i}"),
+                  key=f"s:b{i}".encode())
+              for i in range(100) for sender, ms in (("buyer", 1_000), ("agent", 2_000))]
+    await both_stages(rounds)  # answered: no agent is due for a refresh by time alone
+    await rt.tick(sink)  # caught up: every agent refreshed
+    assert rt.snapshot_queue == 0
+    await both_stages([rec(chat("later", "buyer", T0 + 61_000, agent="a0", buyer="bx"),
+                           key=b"s:bx")])
+    rt.health.backlog = {0: 1}  # input waiting: the tick keeps to its (empty) budget
+    await rt.tick(sink)  # a new minute: 100 agents' windows slide, 16 refreshed at most
+    assert rt.snapshot_queue > 50
+    await both_stages([rec(chat("q7", "buyer", T0 + 62_000, agent="a7", buyer="b7"),
+                           key=b"s:b7"),
+                       rec(chat("r7", "agent", T0 + 63_000, agent="a7", buyer="b7"),
+                           key=b"s:b7")])
+    assert rt.snapshots[("s", "a7")].windows["today"].rounds == 2
+    assert rt.snapshot_queue > 50  # the slide still waits for the ticks
+
+
 @pytest.mark.parametrize(
     ("backlog", "silent", "expected"),
     [

@@ -58,11 +58,13 @@ def cold_render(data: Any, config_path: Path, runs: int = 3) -> tuple[float, int
     """/metrics render time (median of `runs`) when every agent changed since the last scrape.
 
     In-process on the same data (a `Runtime` fed directly, no Kafka), with the per-agent text
-    cache emptied before each render: what a Prometheus scrape costs a busy worker, where the
-    idle worker's figure reuses every agent's text.
+    cache emptied before each render and the worker's collector policy: what a Prometheus
+    scrape costs a busy worker, where the idle worker's figure reuses every agent's text.
     """
     import contextlib as _cl
+    import gc
 
+    from streams import gc_policy
     from streams.config import Settings, load_config
     from streams.events import MAX_EVENT_BYTES, Rejected
     from streams.export import prometheus
@@ -85,9 +87,13 @@ def cold_render(data: Any, config_path: Path, runs: int = 3) -> tuple[float, int
     rt.aggs.advance(now)
     rt.refresh_snapshots(now)
     times = []
-    for _ in range(runs):
-        prometheus.forget_rendered()
-        t0 = time.perf_counter()
-        prometheus.render(rt)
-        times.append(time.perf_counter() - t0)
+    old = gc_policy.tune()  # as in the worker (streams.gc_policy), not the bench's defaults
+    try:
+        for _ in range(runs):
+            prometheus.forget_rendered()
+            t0 = time.perf_counter()
+            prometheus.render(rt)
+            times.append(time.perf_counter() - t0)
+    finally:
+        gc.set_threshold(*old)
     return median(times), sum(1 for s in rt.snapshots.values() if s.agent)
