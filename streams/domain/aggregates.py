@@ -382,8 +382,7 @@ class Aggregates:
             if month_start <= day < today_start:
                 month.add(summary)
         yesterday = rules.day_start_ms(today_start - 3_600_000)
-        if (month_start <= yesterday and yesterday not in st.days and first is not None
-                and first * MINUTE_MS < today_start):
+        if month_start <= yesterday and yesterday not in st.days and st.buckets:
             # 00:00–01:00: yesterday is still in minute buckets, not yet a day summary
             month.add(self._window(st, shop, agent, yesterday, today_start - 1, now_ms, lines,
                                    paid_buyers, first))

@@ -79,8 +79,11 @@ def delete(st: AgentState, part: str) -> None:
     if part.startswith("d"):
         st.days.pop(int(part[1:]), None)
     elif part.isdigit():
-        st.buckets.pop(int(part), None)
-        st.load.load_replies(int(part), None)
+        minute = int(part)
+        st.buckets.pop(minute, None)
+        st.load.load_replies(minute, None)
+        st.hours.pop(minute // 60, None)
+        st.prefix.clear()
     elif part == "S":
         st.load.load_status(None)
     elif part == "c":

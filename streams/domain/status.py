@@ -120,7 +120,8 @@ class AgentLoad:
         """Apply a STATUS fact; False when it lies before the folded floor (late)."""
         if f.ts < self.floor:
             return False
-        self._changed_at(f.ts)
+        old = self.events.get(f.fid)  # a record re-sent with another ts moves from there
+        self._changed_at(f.ts if old is None else min(f.ts, old[0]))
         if f.op == DEL:
             self.events.pop(f.fid, None)
         else:

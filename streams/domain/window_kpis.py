@@ -17,6 +17,7 @@ checks them against the merge, and the oracle tests check the whole engine).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 
 from streams.domain.buckets import Summary
@@ -24,12 +25,14 @@ from streams.domain.model import LEVELS, QUANTILES, WindowKpis
 from streams.domain.rules import Lines
 
 EMPTY = Summary()
+_SERIALS = itertools.count()
 
 
 class Prefix:
     """A merged summary with its response times sorted and its derived counts computed once."""
 
-    __slots__ = ("converted", "frt_sum", "missed", "received", "rt_sum", "summary", "version")
+    __slots__ = ("converted", "frt_sum", "missed", "received", "rt_sum", "serial", "summary",
+                 "version")
 
     def __init__(self, summary: Summary) -> None:
         summary.rts.sort()
@@ -39,9 +42,10 @@ class Prefix:
         self.frt_sum = sum(summary.frts)
         self.received = summary.unanswered | summary.replied
         self.missed = len(self.received - summary.replied)
+        self.serial = next(_SERIALS)  # names it in caches without a reference (no cycle)
         self.version = 0  # bumped by `extend`: counts cached against this prefix are stale
-        # (the paid prefix it was counted against, its version, inquired buyers who paid in it)
-        self.converted: tuple[Prefix, int, int] | None = None
+        # (the paid prefix's serial and version it was counted against, inquired who paid)
+        self.converted: tuple[int, int, int] | None = None
 
     def extend(self, minute: Summary) -> None:
         """Add the minute that just finished, in place: a fixed-start window (`today`, and the
@@ -89,9 +93,9 @@ class Prefix:
     def converted_against(self, paid: Prefix) -> int:
         """Inquired buyers of this prefix who paid in `paid` (cached until either changes)."""
         hit = self.converted
-        if hit is None or hit[0] is not paid or hit[1] != paid.version:
+        if hit is None or hit[0] != paid.serial or hit[1] != paid.version:
             n = len(self.summary.inquired & paid.summary.paid)
-            hit = self.converted = (paid, paid.version, n)
+            hit = self.converted = (paid.serial, paid.version, n)
         return hit[2]
 
 

@@ -328,9 +328,15 @@ class Runtime(InputStage):
                 self._snapshot_minute = minute
                 gone = self.aggs.expire(now)
                 failpoints.hit("tick.expired")
-                sliding = self._sliding
+                # Still waiting since an earlier minute's slide: no longer behind new facts (under
+                # sustained load an idle agent's windows would never move).
+                sliding, stale = self._sliding, self._stale
+                for ident, since in sliding.items():
+                    stale.setdefault(ident, since)
+                sliding.clear()
                 for ident in self.aggs.agents:
-                    sliding.setdefault(ident, now)
+                    if ident not in stale:
+                        sliding[ident] = now
                 await self._persist_aggregates(sink, gone)
         if minute == self._snapshot_minute and self._swept_minute != minute:
             self._swept_minute = minute

@@ -181,3 +181,20 @@ def test_a_tombstone_deletes_a_bucket() -> None:
     key = f"{AKEY}{SEP}{T0 // MINUTE_MS}"
     aggs.load(key, None)
     assert aggs.record(key) is None
+
+
+def test_a_buyer_received_yesterday_stays_in_the_month_with_no_bucket_of_yesterday() -> None:
+    """Waiting since 23:40, received at 23:50 (unanswered_after 10 min), and the agent's only
+    bucket is today's: the month still counts yesterday's received, missed buyer (review of
+    0.6.0: skipping yesterday's empty window lost it)."""
+    rules = ShopRules()
+    aggs = Aggregates(lambda _s: rules, lambda _s, _a: rules.lines, lambda _a: "t")
+    today = rules.day_start_ms(1_700_000_000_000 + 86_400_000)
+    since = today - 20 * MINUTE_MS
+    aggs.apply([Fact(PUT, PENDING, "s", "a", 7, since, since, today + 5 * MINUTE_MS),
+                Fact(PUT, BUYER_MSG, "s", "a", 8, today + 10 * MINUTE_MS)])
+    for now in (today + 30 * MINUTE_MS, today + 15 * 60 * MINUTE_MS):
+        aggs.expire(now)
+        snap = aggs.snapshot("s", "a", now)
+        assert snap is not None and snap.month is not None
+        assert (snap.month.received, snap.month.missed) == (1, 1)

@@ -61,3 +61,13 @@ def test_a_late_reply_before_the_walked_part_is_seen() -> None:
     load.apply_reply(PUT, 11, T0 + 1_000)  # arrives late: online from here, not from 10 s
     assert load.timeline(T0 + 11_000, GAP)[0] == [(T0, 2), (T0 + 1_000, 0), (T0 + 6_000, 3),
                                                    (T0 + 10_000, 0)]
+
+
+def test_a_status_record_moved_to_another_ts_drops_the_walk_from_its_old_ts() -> None:
+    load = AgentLoad()
+    load.apply_status(Fact(PUT, STATUS, "s", "a", 1, T0, 3, 0))  # offline
+    load.apply_status(Fact(PUT, STATUS, "s", "a", 2, T0 + 1_000, 0, 0))  # online
+    load.timeline(T0 + 2_000, GAP)
+    load.apply_status(Fact(PUT, STATUS, "s", "a", 2, T0 + 3_000, 0, 0))  # the same id, later
+    assert load.timeline(T0 + 4_000, GAP) == fresh(load, T0 + 4_000)
+    assert load.timeline(T0 + 4_000, GAP)[0] == [(T0, 3), (T0 + 3_000, 0)]

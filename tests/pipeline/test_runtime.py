@@ -242,6 +242,38 @@ async def test_a_reply_is_not_queued_behind_the_minutes_window_slide() -> None:
     assert rt.snapshot_queue > 50  # the slide still waits for the ticks
 
 
+async def test_a_slide_left_waiting_for_a_minute_goes_before_newer_changes() -> None:
+    """Under load that fills every tick, agents whose windows slid a minute ago are not left
+    behind new facts forever: at the next minute they join the facts queue, oldest first."""
+    rt = Runtime(Settings(clock="event", snapshot_budget_s=0.0), default_config(), 4)
+    sink = RecordingSink()
+    rt.on_assigned({0, 1, 2, 3})
+
+    async def both_stages(batch: list[Record]) -> None:
+        start = len(sink.sent)
+        await rt.on_input_batch(batch, sink)
+        await rt.on_facts_batch([Record(rt.names.facts, p, i, k, v)
+                                 for i, (t, k, v, p, _) in enumerate(sink.sent[start:])
+                                 if t == rt.names.facts], RecordingSink())
+
+    def one(mid: str, ts: int) -> list[Record]:
+        return [rec(chat(mid, "buyer", ts, agent="a0", buyer=mid), key=f"s:{mid}".encode())]
+
+    await both_stages([rec(chat(f"{sender}{i}", sender, T0 + ms, agent=f"a{i}", buyer=f"b{i}"),
+                           key=f"s:b{i}".encode())
+                       for i in range(100) for sender, ms in (("buyer", 1_000), ("agent", 2_000))])
+    await rt.tick(sink)
+    rt.health.backlog = {0: 1}
+    await both_stages(one("x1", T0 + 61_000))
+    await rt.tick(sink)  # minute 2: 100 slides queued, 16 served
+    slid_at = rt.clock.now_ms()
+    await both_stages(one("x2", T0 + 121_000))
+    await rt.tick(sink)  # minute 3: last minute's leftovers are now ahead of this slide
+    assert sum(1 for t in rt._stale.values() if t == slid_at) > 50
+    assert next(iter(rt._stale.values())) == slid_at  # served first
+    assert rt.snapshot_at_ms == slid_at
+
+
 @pytest.mark.parametrize(
     ("backlog", "silent", "expected"),
     [
