@@ -197,6 +197,18 @@ async def test_a_big_change_is_shown_within_a_budget_when_nearly_caught_up(
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
 
 
+async def test_budgeted_eager_refreshes_are_spaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Facts batches may come 20 times a second: a big change waits for the tick when the last
+    budgeted refresh was less than EAGER_EVERY_S ago."""
+    monkeypatch.setattr(runtime_module, "EAGER_REFRESH_AGENTS", 0)
+    monkeypatch.setattr(runtime_module, "EAGER_EVERY_S", 1e12)  # the last one was just now
+    rt = replay_runtime()
+    await _round_after_a_tick(rt)
+    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 0
+    await rt.tick(RecordingSink())
+    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
+
+
 async def test_a_big_change_in_a_catch_up_waits_for_the_ticks_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
