@@ -61,32 +61,13 @@ class Prefix:
         self.missed -= sum(1 for b in minute.replied if b in received and b not in replied)
         received |= minute.unanswered
         received |= minute.replied
+        s.merge(minute)
         if minute.rts:
-            s.rts += minute.rts
             s.rts.sort()  # two sorted runs: timsort merges them
             self.rt_sum += sum(minute.rts)
         if minute.frts:
-            s.frts += minute.frts
             s.frts.sort()
             self.frt_sum += sum(minute.frts)
-        s.replied |= minute.replied
-        s.unanswered |= minute.unanswered
-        s.inquired |= minute.inquired
-        s.ordered |= minute.ordered
-        s.paid |= minute.paid
-        s.refunded |= minute.refunded
-        s.ads |= minute.ads
-        s.agent_messages += minute.agent_messages
-        s.buyer_messages += minute.buyer_messages
-        s.paid_orders += minute.paid_orders
-        s.sales_units += minute.sales_units
-        s.refund_units += minute.refund_units
-        s.assists += minute.assists
-        s.ratings += minute.ratings
-        s.rating_sum += minute.rating_sum
-        s.ratings_good += minute.ratings_good
-        s.marked += minute.marked
-        s.resolved += minute.resolved
         self.converted = None
         self.version += 1
 

@@ -157,6 +157,15 @@ async def answer_one_round(rt: Runtime) -> RecordingSink:
     return changelog
 
 
+async def _both_stages(rt: Runtime, sink: RecordingSink, batch: list[Record]) -> None:
+    """Stage 1 on `batch`, then stage 2 on the facts it sent."""
+    start = len(sink.sent)
+    await rt.on_input_batch(batch, sink)
+    await rt.on_facts_batch([Record(rt.names.facts, p, i, k, v)
+                             for i, (t, k, v, p, _) in enumerate(sink.sent[start:])
+                             if t == rt.names.facts], RecordingSink())
+
+
 async def _round_after_a_tick(rt: Runtime) -> None:
     """A waiting buyer's facts applied and ticked (the minute's tick has run), then one round
     answered and its facts applied, with no tick after them."""
@@ -164,11 +173,7 @@ async def _round_after_a_tick(rt: Runtime) -> None:
     rt.on_assigned({0, 1, 2, 3})
 
     async def both_stages(batch: list[Record]) -> None:
-        start = len(sink.sent)
-        await rt.on_input_batch(batch, sink)
-        await rt.on_facts_batch([Record(rt.names.facts, p, i, k, v)
-                                 for i, (t, k, v, p, _) in enumerate(sink.sent[start:])
-                                 if t == rt.names.facts], RecordingSink())
+        await _both_stages(rt, sink, batch)
 
     await both_stages([rec(chat("m0", "buyer", T0 + 9_000, buyer="b0"), key=b"s:b0")])
     await rt.tick(sink)
@@ -229,11 +234,7 @@ async def test_a_reply_is_not_queued_behind_the_minutes_window_slide() -> None:
     rt.on_assigned({0, 1, 2, 3})
 
     async def both_stages(batch: list[Record]) -> None:
-        start = len(sink.sent)
-        await rt.on_input_batch(batch, sink)
-        await rt.on_facts_batch([Record(rt.names.facts, p, i, k, v)
-                                 for i, (t, k, v, p, _) in enumerate(sink.sent[start:])
-                                 if t == rt.names.facts], RecordingSink())
+        await _both_stages(rt, sink, batch)
 
     rounds = [rec(chat(f"{sender}{i}", sender, T0 + ms, agent=f"a{i}", buyer=f"b{i}"),
                   key=f"s:b{i}".encode())
@@ -262,11 +263,7 @@ async def test_a_slide_left_waiting_for_a_minute_goes_before_newer_changes() -> 
     rt.on_assigned({0, 1, 2, 3})
 
     async def both_stages(batch: list[Record]) -> None:
-        start = len(sink.sent)
-        await rt.on_input_batch(batch, sink)
-        await rt.on_facts_batch([Record(rt.names.facts, p, i, k, v)
-                                 for i, (t, k, v, p, _) in enumerate(sink.sent[start:])
-                                 if t == rt.names.facts], RecordingSink())
+        await _both_stages(rt, sink, batch)
 
     def one(mid: str, ts: int) -> list[Record]:
         return [rec(chat(mid, "buyer", ts, agent="a0", buyer=mid), key=f"s:{mid}".encode())]
