@@ -333,7 +333,12 @@ class Runtime(InputStage):
             if minute != self._snapshot_minute:
                 # Windows slide every minute: every agent's numbers change, not only busy ones.
                 self._snapshot_minute = minute
-                gone = self.aggs.expire(now)
+                # On the settle clock, not on *now*: every fact up to it has been applied, so
+                # expiry drops nothing still on its way. Stage 1 may run an hour of event time
+                # ahead of stage 2 in a catch-up; on its clock, a day folded at 01:00 dropped
+                # its last minutes' facts still in flight as late (a round lost from the day).
+                settled = self.aggs.now_ms
+                gone = self.aggs.expire(settled) if settled > 0 else []
                 failpoints.hit("tick.expired")
                 # Still waiting since an earlier minute's slide: no longer behind new facts (under
                 # sustained load an idle agent's windows would never move).

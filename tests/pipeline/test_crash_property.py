@@ -224,6 +224,35 @@ def test_the_property_crashed_at_every_boundary() -> None:
     assert set(CRASHES) == set(POINTS) and all(CRASHES.values()), CRASHES
 
 
+def _across_local_midnight() -> Scenario:
+    """Two rounds at 23:59 in Shanghai, then a buyer at 01:00 on the same chat partition.
+
+    Read one record a round, stage 1 reaches 01:00 while the facts of the rounds still wait on
+    the facts topic: expiry on stage 1's clock folded the day before they were applied and
+    dropped them as late (hypothesis found it: the round counted once of twice)."""
+    base = 1_710_518_220_000  # 2024-03-15 23:57 Asia/Shanghai
+
+    def ev(mid: str, sender: str, after_ms: int) -> ChatEvent:
+        return ChatEvent(message_id=mid, shop_id="s2", buyer_id="b1", sender=sender,
+                         agent_id="a1", ts=base + after_ms)
+
+    rules = ShopRules(timezone="Asia/Shanghai", lines=Lines(5, 10, 20), session_idle_ms=60_000,
+                      unanswered_after_ms=30_000, reorder_window_ms=2_000)
+    return Scenario(
+        events=(ev("m1", "buyer", 60_001), ev("m2", "agent", 80_001),
+                ev("m3", "buyer", 140_002), ev("m4", "agent", 160_002),
+                ev("m5", "agent", 805_377), ev("m6", "buyer", 3_780_000)),
+        rules={"s2": rules}, filters=default_config().filters)
+
+
+@settings(SETTINGS, max_examples=1)
+@given(scn=st.just(_across_local_midnight()), round_size=st.sampled_from((1, 2)))
+async def test_facts_still_in_flight_when_stage_1_passes_the_days_fold_are_kept(
+    scn: Scenario, round_size: int
+) -> None:
+    await crash_and_restart(scn, round_size, 1, None, 0)
+
+
 async def _late_close(mover: str, backlog: dict[int, int]) -> list[str]:
     """One conversation's close arrives after the reply with the same ts (an in-window reorder:
     it retracts the round) while buyer `mover` has moved the worker's clock 2 s on; stage 2
