@@ -52,6 +52,12 @@ class FakeRuntime:
     health: Health = field(default_factory=lambda: Health(ready=True))
     clock: FakeClock = field(default_factory=FakeClock)
     snapshot_at_ms: int = NOW_MS
+    snapshots_refreshed: int = 0
+
+    def refresh(self, snap: AgentSnapshot) -> None:
+        """A changed snapshot, as `Runtime.refresh_snapshots` leaves it."""
+        self.add(snap)
+        self.snapshots_refreshed += 1
 
     def add(self, snap: AgentSnapshot) -> AgentSnapshot:
         self.snapshots[(snap.shop, snap.agent)] = snap
@@ -352,6 +358,23 @@ async def test_events_push_immediately_then_every_second(
     assert [a["agent"] for a in first["agents"]] == ["a2", "a4", "a1"]
     rt.add(snapshot("a1", "pre-sales", waiting=3, waited_s=5))
     second = await first_event(resp)
+    assert {a["agent"]: a["waiting"] for a in second["agents"]}["a1"] == 3
+    resp.close()
+
+
+async def test_a_changed_snapshot_is_pushed_at_once_not_at_the_next_interval(
+    client: TestClient[Any, Any], rt: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wallboard, "PUSH_INTERVAL_S", 60.0)  # no interval push in this test
+    monkeypatch.setattr(wallboard, "MIN_PUSH_S", 0.05, raising=False)
+    resp = await client.get("/wallboard/events?shop=s1&team=pre-sales")
+    first = await first_event(resp)
+    assert {a["agent"]: a["waiting"] for a in first["agents"]}["a1"] == 0
+    with pytest.raises(TimeoutError):  # nothing changed: nothing is pushed
+        await asyncio.wait_for(resp.content.readany(), 0.3)
+    await asyncio.sleep(0.1)  # past the filter's frame cache (MIN_PUSH_S)
+    rt.refresh(snapshot("a1", "pre-sales", waiting=3, waited_s=5))
+    second = await first_event(resp)  # within its 5 s, far before the 60 s interval
     assert {a["agent"]: a["waiting"] for a in second["agents"]}["a1"] == 3
     resp.close()
 

@@ -94,9 +94,10 @@ async def _latency_run(ctx: BenchContext, w: WorkerProcess, topics: Mapping[str,
             stop.wait(max(0.02, 3 * (t1 - t0)))
 
     def feed(i: int) -> None:
-        # Each feed pushes once a second; FEEDS of them, started 1/FEEDS s apart and with
-        # distinct filters (each has its own half-second cache), see the snapshots every
-        # 1/FEEDS s for the cost of a filtered board state (one shop) each.
+        # Each feed pushes within MIN_PUSH_S (0.25 s) of a snapshot change; FEEDS of them,
+        # started 1/FEEDS s apart and with distinct filters (each has its own frame cache),
+        # see the snapshots every ~MIN_PUSH_S/FEEDS s for the cost of a filtered board state
+        # (one shop) each.
         stop.wait(i / FEEDS)
         url = f"{w.url}/wallboard/events?shop={PROBE_SHOP}&shop={PROBE_SHOP}-{i}"
         while not stop.is_set():

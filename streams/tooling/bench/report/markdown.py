@@ -197,8 +197,9 @@ def render_markdown(r: Mapping[str, Any]) -> str:
           f"3× the last render (mean render {fmt(lat['scrape_mean_s'] * 1000)} ms, "
           f"{lat['polls']} scrapes) — the goal's measure, resolution ≈ 4× the render time;")
         w(f"- in the snapshot the exporters read, seen through {FEEDS} wall-board feeds "
-          "(`/wallboard/events?shop=…`, one push a second each, started 0.1 s apart, distinct "
-          "filters so none shares the 0.5 s frame cache): resolution 0.1 s, negligible cost;")
+          "(`/wallboard/events?shop=…`, each pushing within 0.25 s of a snapshot change, "
+          "started 0.1 s apart, distinct filters so none shares a frame cache): resolution "
+          "≈ 0.03 s;")
         w("- on one wall-board (a single feed, as a TV sees it).\n")
         w("| visible on | p50 | p99 | max | never seen |\n|---|---:|---:|---:|---:|")
         w(f"| `/metrics` | {fmt(lat['metrics_p50_s'], '{:.3f}')} s | "
