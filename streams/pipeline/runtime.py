@@ -64,6 +64,10 @@ EAGER_BACKLOG = 1000
 # ... and at most once this often: facts batches can come 20 times a second, and 20 ms each
 # would then take 40 % of a core from the events (at most 20 % this way).
 EAGER_EVERY_S = 0.1
+# From this far into a minute, time a tick has left builds the next minute's window prefixes
+# (`Aggregates.prepare_turn`): late facts of the last minute are in by then, and the extra
+# prefixes live for the rest of the minute only.
+PREPARE_AFTER_MS = 40_000
 
 
 def _log_failed_report(ack: asyncio.Future[Any]) -> None:
@@ -118,6 +122,10 @@ class Runtime(InputStage):
         self._sliding: dict[tuple[str, str], int] = {}
         self._eager_at = 0.0  # monotonic time of the last budgeted eager refresh
         self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
+        # Agents whose windows are still to be prepared for the next minute's turn, and which
+        # minute that list is for (see `prepare_turn`).
+        self._to_prepare: list[tuple[str, str]] = []
+        self._prepared_minute = -1
         # Changelog partitions whose outbox marker lists facts that are delivered by now.
         self.outbox_listed: set[int] = set()
         # How far each chat partition is read: the SLO counters settle on the slowest.
@@ -354,7 +362,28 @@ class Runtime(InputStage):
             self._swept_minute = minute
             await self.sweep_conversations(now, sink)
         await self.clear_outboxes(sink)
-        self.refresh_snapshots(now, self.snapshot_budget())
+        budget = self.snapshot_budget()
+        deadline = time.perf_counter() + budget
+        if not self.refresh_snapshots(now, budget):
+            self.prepare_turn(now, deadline)
+
+    def prepare_turn(self, now: int, deadline: float) -> int:
+        """With nothing left to refresh, build the next minute's window prefixes of as many
+        agents as fit before `deadline` (late in the minute only; see `PREPARE_AFTER_MS`), so
+        the turn costs each agent one minute's merge instead of an hour's. Returns how many
+        agents are still to prepare this minute."""
+        if now % MINUTE_MS < PREPARE_AFTER_MS:
+            return 0
+        minute = now // MINUTE_MS
+        todo = self._to_prepare
+        if self._prepared_minute != minute:
+            self._prepared_minute = minute
+            todo[:] = self.aggs.agents
+        aggs = self.aggs
+        while todo and time.perf_counter() < deadline:
+            shop, agent = todo.pop()
+            aggs.prepare_turn(shop, agent, now)
+        return len(todo)
 
     async def report_progress(self, now: int, sink: Sink) -> None:
         """Tell every facts partition how far this worker's chat partitions are read (see

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -253,6 +254,44 @@ async def test_a_reply_is_not_queued_behind_the_minutes_window_slide() -> None:
                            key=b"s:b7")])
     assert rt.snapshots[("s", "a7")].windows["today"].rounds == 2
     assert rt.snapshot_queue > 50  # the slide still waits for the ticks
+
+
+async def test_time_left_late_in_a_minute_prepares_every_agent_for_the_turn_once() -> None:
+    rt = replay_runtime()
+    await _both_stages(rt, RecordingSink(), [
+        rec(chat(f"{sender}{i}", sender, T0 + ms, agent=f"a{i}", buyer=f"b{i}"),
+            key=f"s:b{i}".encode())
+        for i in range(5) for sender, ms in (("buyer", 1_000), ("agent", 2_000))])
+    prepared: list[tuple[str, str, int]] = []
+    rt.aggs.prepare_turn = lambda shop, agent, now: prepared.append(  # type: ignore[method-assign]
+        (shop, agent, now))
+    minute = (T0 // 60_000 + 1) * 60_000
+    far = time.perf_counter() + 60
+    assert rt.prepare_turn(minute + 10_000, far) == 0 and not prepared  # too early in it
+    late = minute + runtime_module.PREPARE_AFTER_MS
+    assert rt.prepare_turn(late, time.perf_counter()) == 5 and not prepared  # no time left
+    assert rt.prepare_turn(late + 1_000, far) == 0
+    assert sorted(prepared) == [("s", f"a{i}", late + 1_000) for i in range(5)]
+    assert rt.prepare_turn(late + 2_000, far) == 0 and len(prepared) == 5  # once a minute
+    assert rt.prepare_turn(late + 60_000, far) == 0 and len(prepared) == 10  # the next one
+
+
+async def test_a_tick_prepares_the_turn_only_with_nothing_left_to_refresh() -> None:
+    rt = Runtime(Settings(clock="event", snapshot_budget_s=0.0), default_config(), 4)
+    rt.on_assigned({0, 1, 2, 3})
+    late = (T0 // 60_000 + 1) * 60_000 + runtime_module.PREPARE_AFTER_MS + 1_000
+    await _both_stages(rt, RecordingSink(), [
+        rec(chat(f"{sender}{i}", sender, late - 1_000 + ms, agent=f"a{i}", buyer=f"b{i}"),
+            key=f"s:b{i}".encode())
+        for i in range(100) for sender, ms in (("buyer", 0), ("agent", 1_000))])
+    calls: list[str] = []
+    rt.aggs.prepare_turn = lambda shop, agent, now: calls.append(agent)  # type: ignore[method-assign]
+    rt.health.backlog = {0: 1}  # input waiting: the tick keeps to its (empty) budget
+    await rt.tick(RecordingSink())
+    assert rt.snapshot_queue > 0 and not calls  # refreshes first
+    rt.health.backlog = {0: 0}
+    await rt.tick(RecordingSink())  # caught up: time for everything
+    assert rt.snapshot_queue == 0 and sorted(calls) == sorted(f"a{i}" for i in range(100))
 
 
 async def test_a_slide_left_waiting_for_a_minute_goes_before_newer_changes() -> None:
