@@ -385,18 +385,20 @@ class _Feed:
         self.cache: dict[BoardFilter, tuple[float, int, bytes]] = {}
         self.stopping = asyncio.Event()
 
-    def frame(self, flt: BoardFilter) -> bytes:
+    def frame(self, flt: BoardFilter) -> tuple[int, bytes]:
+        """(the snapshot version it shows, the SSE frame) for a filter: a frame younger than
+        `MIN_PUSH_S` may show an older version, which its board then pushes again next time."""
         t = time.monotonic()
         version = self.state.snapshots_refreshed
         hit = self.cache.get(flt)
         if hit is not None and (t - hit[0] < MIN_PUSH_S or (hit[1] == version
                                                             and t - hit[0] < 0.5)):
-            return hit[2]
+            return hit[1], hit[2]
         if len(self.cache) > 64:
             self.cache.clear()
         body = b"data: " + encode_state(self.state, flt) + b"\n\n"
         self.cache[flt] = (t, version, body)
-        return body
+        return version, body
 
     async def stream(self, request: Any) -> aioweb.StreamResponse:
         flt = BoardFilter.from_query(request.query)
@@ -415,11 +417,11 @@ class _Feed:
             await resp.write(b"retry: 2000\n\n")
             pushed_at, pushed_version = float("-inf"), -1
             while not self.stopping.is_set():
-                version = self.state.snapshots_refreshed
-                if (version != pushed_version
+                if (self.state.snapshots_refreshed != pushed_version
                         or time.monotonic() - pushed_at >= PUSH_INTERVAL_S - MIN_PUSH_S / 2):
-                    pushed_at, pushed_version = time.monotonic(), version
-                    await resp.write(self.frame(flt))
+                    pushed_version, body = self.frame(flt)
+                    pushed_at = time.monotonic()
+                    await resp.write(body)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), MIN_PUSH_S)
         except ConnectionError:  # the board went away (aiohttp's reset errors subclass this)

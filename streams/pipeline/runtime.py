@@ -68,6 +68,8 @@ EAGER_EVERY_S = 0.1
 # (`Aggregates.prepare_turn`): late facts of the last minute are in by then, and the extra
 # prefixes live for the rest of the minute only.
 PREPARE_AFTER_MS = 40_000
+# Expiry follows the settle clock (`_expire_settled`); this far behind *now*, say so.
+EXPIRY_LAG_WARN_MS = 3_600_000
 
 
 def _log_failed_report(ack: asyncio.Future[Any]) -> None:
@@ -126,6 +128,7 @@ class Runtime(InputStage):
         # minute that list is for (see `prepare_turn`).
         self._to_prepare: list[tuple[str, str]] = []
         self._prepared_minute = -1
+        self._expired_at = 0  # the settle clock's time of the last expiry (see _expire_settled)
         # Changelog partitions whose outbox marker lists facts that are delivered by now.
         self.outbox_listed: set[int] = set()
         # How far each chat partition is read: the SLO counters settle on the slowest.
@@ -338,16 +341,11 @@ class Runtime(InputStage):
         async with self.stage2_lock:
             # Rounds settle on the slowest chat partition, not on this worker's *now*.
             self.aggs.advance(self.progress.settle_ms(self.owned, now))
-            if minute != self._snapshot_minute:
+            gone = self._expire_settled(now)
+            slid = minute != self._snapshot_minute
+            if slid:
                 # Windows slide every minute: every agent's numbers change, not only busy ones.
                 self._snapshot_minute = minute
-                # On the settle clock, not on *now*: every fact up to it has been applied, so
-                # expiry drops nothing still on its way. Stage 1 may run an hour of event time
-                # ahead of stage 2 in a catch-up; on its clock, a day folded at 01:00 dropped
-                # its last minutes' facts still in flight as late (a round lost from the day).
-                settled = self.aggs.now_ms
-                gone = self.aggs.expire(settled) if settled > 0 else []
-                failpoints.hit("tick.expired")
                 # Still waiting since an earlier minute's slide: no longer behind new facts (under
                 # sustained load an idle agent's windows would never move).
                 sliding, stale = self._sliding, self._stale
@@ -357,7 +355,8 @@ class Runtime(InputStage):
                 for ident in self.aggs.agents:
                     if ident not in stale:
                         sliding[ident] = now
-                await self._persist_aggregates(sink, gone)
+            if gone is not None or slid:
+                await self._persist_aggregates(sink, gone or ())
         if minute == self._snapshot_minute and self._swept_minute != minute:
             self._swept_minute = minute
             await self.sweep_conversations(now, sink)
@@ -366,6 +365,28 @@ class Runtime(InputStage):
         deadline = time.perf_counter() + budget
         if not self.refresh_snapshots(now, budget):
             self.prepare_turn(now, deadline)
+
+    def _expire_settled(self, now: int) -> list[str] | None:
+        """Expire old buckets once a minute of the settle clock; the deleted records' keys, or
+        None when it is not yet time.
+
+        On the settle clock, not on *now*: every fact up to it has been applied, so expiry
+        drops nothing still on its way. Stage 1 may run an hour of event time ahead of stage 2
+        in a catch-up or a replay; on its clock, a day folded at 01:00 while its last minutes'
+        facts were in flight, and they were dropped as late (a round lost from the day). The
+        clock used never goes back (`hold_back` lowers the settle clock after a rebalance): a
+        lower retention floor would take a redelivered fact of a folded day as new.
+        """
+        settled = max(self.aggs.now_ms, self._expired_at)
+        if settled <= 0 or settled // MINUTE_MS == self._expired_at // MINUTE_MS:
+            return None
+        if now - settled > EXPIRY_LAG_WARN_MS:
+            log.warning("expiry waits for the slowest chat partition: settled %.0f s behind",
+                        (now - settled) / 1000)
+        self._expired_at = settled
+        gone = self.aggs.expire(settled)
+        failpoints.hit("tick.expired")
+        return gone
 
     def prepare_turn(self, now: int, deadline: float) -> int:
         """With nothing left to refresh, build the next minute's window prefixes of as many

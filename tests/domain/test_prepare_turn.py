@@ -12,7 +12,8 @@ from streams.domain.facts import AGENT_MSG, DEL, FIRST, PAID, PUT, ROUND, UNANSW
 from streams.domain.rules import MINUTE_MS, ShopRules
 from tests.domain.strategies import PROPERTY_SETTINGS
 
-T0 = 1_731_290_000_000 // MINUTE_MS * MINUTE_MS  # a minute's start
+T0 = 1_731_290_000_000 // MINUTE_MS * MINUTE_MS  # a minute's start (09:53 in Shanghai)
+BEFORE_MIDNIGHT = 1_710_517_800_000  # 2024-03-15 23:50 in Shanghai: a new day, folded at 01:00
 RULES = ShopRules()
 MINUTES = 70  # past an hour: the 1h window drops minutes as it slides
 PREPARE_S = 45  # into each minute, as the runtime does after PREPARE_AFTER_MS
@@ -26,12 +27,13 @@ def aggregates() -> Aggregates:
 
 
 @st.composite
-def arrivals(draw: st.DrawFn) -> list[tuple[int, Fact]]:
-    """(arrival ms, fact): most facts arrive in their own minute, some minutes late (into a
-    prepared range), some are deletes of earlier ones."""
+def arrivals(draw: st.DrawFn) -> tuple[int, list[tuple[int, Fact]]]:
+    """A start, and (arrival ms, fact) from it: most facts arrive in their own minute, some
+    minutes late (into a prepared range), some are deletes of earlier ones."""
+    t0 = draw(st.sampled_from((T0, BEFORE_MIDNIGHT)))
     out: list[tuple[int, Fact]] = []
     for fid in range(draw(st.integers(1, 120))):
-        ts = T0 + draw(st.integers(0, MINUTES * MINUTE_MS - 1))
+        ts = t0 + draw(st.integers(0, MINUTES * MINUTE_MS - 1))
         late = draw(st.sampled_from((0, 0, 0, 0, 1_000, 20_000, 61_000, 300_000)))
         kind = draw(st.sampled_from(KINDS))
         fact = Fact(PUT, kind, "shop", draw(st.sampled_from(("a1", "a2"))), fid, ts,
@@ -39,7 +41,7 @@ def arrivals(draw: st.DrawFn) -> list[tuple[int, Fact]]:
         out.append((ts + late, fact))
         if draw(st.integers(0, 9)) == 0:  # retracted later
             out.append((ts + late + draw(st.integers(0, 200_000)), fact._replace(op=DEL)))
-    return sorted(out, key=lambda pair: pair[0])
+    return t0, sorted(out, key=lambda pair: pair[0])
 
 
 def _snapshots(aggs: Aggregates, now: int) -> dict[str, object]:
@@ -49,7 +51,10 @@ def _snapshots(aggs: Aggregates, now: int) -> dict[str, object]:
 
 @settings(PROPERTY_SETTINGS, max_examples=60)
 @given(arrivals())
-def test_prepared_prefixes_give_the_same_snapshots(facts: list[tuple[int, Fact]]) -> None:
+def test_prepared_prefixes_give_the_same_snapshots(
+    arrived: tuple[int, list[tuple[int, Fact]]],
+) -> None:
+    t0, facts = arrived
     plain, prepared = aggregates(), aggregates()
     pending = list(facts)
 
@@ -59,8 +64,8 @@ def test_prepared_prefixes_give_the_same_snapshots(facts: list[tuple[int, Fact]]
             plain.apply([fact])
             prepared.apply([fact])
 
-    for minute in range(MINUTES + 5):
-        start = T0 + minute * MINUTE_MS
+    for minute in range(MINUTES + 6):
+        start = t0 + minute * MINUTE_MS
         plain.expire(start)  # the tick at the minute's turn
         prepared.expire(start)
         arrive(start + 1_000)

@@ -379,6 +379,25 @@ async def test_a_changed_snapshot_is_pushed_at_once_not_at_the_next_interval(
     resp.close()
 
 
+async def test_a_board_served_a_shared_frame_from_before_a_change_still_gets_the_change(
+    client: TestClient[Any, Any], rt: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Boards on one filter share a frame for `MIN_PUSH_S`; one that got the shared frame from
+    before a change must push again once the frame is stale, not wait for the interval."""
+    monkeypatch.setattr(wallboard, "PUSH_INTERVAL_S", 60.0)
+    monkeypatch.setattr(wallboard, "MIN_PUSH_S", 0.5)
+    url = "/wallboard/events?shop=s1&team=pre-sales"
+    first = await client.get(url)
+    await first_event(first)  # the filter's frame is built now
+    rt.refresh(snapshot("a1", "pre-sales", waiting=3, waited_s=5))
+    second = await client.get(url)  # within MIN_PUSH_S: the shared frame, from before
+    assert {a["agent"]: a["waiting"] for a in (await first_event(second))["agents"]}["a1"] == 0
+    again = await first_event(second)  # not 60 s later
+    assert {a["agent"]: a["waiting"] for a in again["agents"]}["a1"] == 3
+    first.close()
+    second.close()
+
+
 async def test_token_required_when_configured(
     client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

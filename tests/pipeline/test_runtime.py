@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from streams.config import Settings, default_config
+from streams.domain.facts import PUT, ROUND, Fact
 from streams.pipeline import outbox
 from streams.pipeline import runtime as runtime_module
 from streams.pipeline.runtime import Runtime
@@ -292,6 +293,29 @@ async def test_a_tick_prepares_the_turn_only_with_nothing_left_to_refresh() -> N
     rt.health.backlog = {0: 0}
     await rt.tick(RecordingSink())  # caught up: time for everything
     assert rt.snapshot_queue == 0 and sorted(calls) == sorted(f"a{i}" for i in range(100))
+
+
+def test_expiry_follows_the_settle_clock_never_backwards_and_retries_until_it_can() -> None:
+    rt = replay_runtime()
+    rt.on_assigned({0, 1, 2, 3})
+    rules = rt.config.rules("s")
+    day = rules.day_start_ms(T0 + 86_400_000)  # a local midnight
+    redelivered = Fact(PUT, ROUND, "s", "a1", 7, day - 10 * 60_000, 5_000, 1)  # 23:50
+    rt.aggs.apply([redelivered])
+    late = day + 3 * 3_600_000
+    assert rt._expire_settled(late) is None  # no settle clock yet: nothing heard
+    rt.aggs.advance(day + 61 * 60_000)
+    assert rt._expire_settled(late) is not None  # heard: at once, not at *now*'s next minute
+    assert rt.aggs.agents[("s", "a1")].days  # the day folded at 01:01
+    assert rt._expire_settled(late) is None  # once a minute of the settle clock
+    rt.aggs.hold_back(day + 59 * 60_000)  # a rebalance held counting back before 01:00
+    rt.aggs.advance(day + 59 * 60_000 + 30_000)
+    assert rt._expire_settled(late) is None
+    rounds = rt.aggs.agents[("s", "a1")].totals.rounds
+    rt.aggs.apply([redelivered])  # replayed from the committed offset: a folded day's fact
+    assert rt.aggs.agents[("s", "a1")].totals.rounds == rounds  # late, not counted again
+    rt.aggs.advance(day + 62 * 60_000)
+    assert rt._expire_settled(late) is not None  # the settle clock's next minute
 
 
 async def test_a_slide_left_waiting_for_a_minute_goes_before_newer_changes() -> None:
