@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.config import Settings
 from streams.tooling.bench.common import (
     BUYERS_PER_AGENT_MINUTE,
     FAUST_FETCH_MAX_WAIT_MS,
@@ -53,16 +54,22 @@ def reading(r: Mapping[str, Any]) -> list[str]:
         refresh = queues.get("kefu_snapshot_refresh_seconds_total", {}).get("max", math.nan)
         count = queues.get("kefu_snapshot_refreshes_total", {}).get("max", math.nan)
         per = refresh / count * 1000 if count else math.nan
+        polled = lat.get("metrics_p50_s", math.nan) - lat.get("snapshot_p50_s", math.nan)
         out.append(f"Latency: measured p50 {fmt(lat.get('metrics_p50_s'), '{:.3f}')} s, p99 "
                    f"{fmt(lat.get('metrics_p99_s'), '{:.3f}')} s. A probe crosses two Kafka hops "
                    f"(each p50 {hop['p50'] * 1000:.0f} ms, p99 {hop['p99'] * 1000:.0f} ms on "
-                   f"this broker with a short fetch wait; the worker uses KEFU_FETCH_WAIT=0.1 s) "
+                   f"this broker with a short fetch wait; the worker uses KEFU_FETCH_WAIT="
+                   f"{Settings().fetch_wait_s:g} s) "
                    f"and then waits its turn in the snapshot queue: at this rate every agent "
                    f"changes every tick, one agent's snapshot costs {fmt(per, '{:.2f}')} ms, so "
                    f"refreshing {lat.get('agents', 0):,} agents takes most of a core — the "
                    f"queue (mean {fmt(queues.get('kefu_snapshot_queue_agents', {}).get('mean'))}"
                    f", max {fmt(queues.get('kefu_snapshot_queue_agents', {}).get('max'))} agents)"
-                   f" and the /metrics renders of the probe itself set the latency, not Kafka.")
+                   f" and the /metrics renders of the probe itself set the latency, not Kafka: "
+                   f"the snapshot has the round at p50 "
+                   f"{fmt(lat.get('snapshot_p50_s'), '{:.3f}')} s, and /metrics, polled with a "
+                   f"pause of 3× its render between scrapes, shows it {fmt(polled, '{:.3f}')} "
+                   f"s later.")
     sc = r.get("scrape", {})
     if sc and sc.get("agents"):
         per_series = sc["median_s"] / max(1, sc["series"]) * 1e6
