@@ -366,7 +366,7 @@ async def test_a_changed_snapshot_is_pushed_at_once_not_at_the_next_interval(
     client: TestClient[Any, Any], rt: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(wallboard, "PUSH_INTERVAL_S", 60.0)  # no interval push in this test
-    monkeypatch.setattr(wallboard, "MIN_PUSH_S", 0.05, raising=False)
+    monkeypatch.setattr(wallboard, "MIN_PUSH_S", 0.05)
     resp = await client.get("/wallboard/events?shop=s1&team=pre-sales")
     first = await first_event(resp)
     assert {a["agent"]: a["waiting"] for a in first["agents"]}["a1"] == 0

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.config import Settings
+from streams.export import wallboard
 from streams.tooling.bench.common import (
     BUYERS_PER_AGENT_MINUTE,
     FAUST_FETCH_MAX_WAIT_MS,
@@ -204,9 +205,9 @@ def render_markdown(r: Mapping[str, Any]) -> str:
           f"3× the last render (mean render {fmt(lat['scrape_mean_s'] * 1000)} ms, "
           f"{lat['polls']} scrapes) — the goal's measure, resolution ≈ 4× the render time;")
         w(f"- in the snapshot the exporters read, seen through {FEEDS} wall-board feeds "
-          "(`/wallboard/events?shop=…`, each pushing within 0.25 s of a snapshot change, "
-          "started 0.1 s apart, distinct filters so none shares a frame cache): resolution "
-          "≈ 0.03 s;")
+          f"(`/wallboard/events?shop=…`, each pushing within {wallboard.MIN_PUSH_S:g} s of a "
+          f"snapshot change, started {1 / FEEDS:g} s apart, distinct filters so none shares a "
+          f"frame cache): resolution ≈ {wallboard.MIN_PUSH_S / FEEDS:.2f} s;")
         w("- on one wall-board (a single feed, as a TV sees it).\n")
         w("| visible on | p50 | p99 | max | never seen |\n|---|---:|---:|---:|---:|")
         w(f"| `/metrics` | {fmt(lat['metrics_p50_s'], '{:.3f}')} s | "
