@@ -68,6 +68,10 @@ EAGER_EVERY_S = 0.1
 # (`Aggregates.prepare_turn`): late facts of the last minute are in by then, and the extra
 # prefixes live for the rest of the minute only.
 PREPARE_AFTER_MS = 40_000
+# Seconds in each status grow with *now* alone. With time a tick has left, an agent with a
+# status is re-snapshotted once its snapshot is this old, or at once when *now* has not moved
+# since the last tick (the input is quiet: the numbers then reach the last *now* exactly).
+STATUS_REFRESH_MS = 10_000
 # Expiry follows the settle clock (`_expire_settled`); this far behind *now*, say so.
 EXPIRY_LAG_WARN_MS = 3_600_000
 
@@ -124,6 +128,10 @@ class Runtime(InputStage):
         self._sliding: dict[tuple[str, str], int] = {}
         self._eager_at = 0.0  # monotonic time of the last budgeted eager refresh
         self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
+        # Agents with a status -> the *now* of their snapshot, oldest first (see `freshen`), and
+        # the *now* of the last tick.
+        self._taken: dict[tuple[str, str], int] = {}
+        self._tick_now = 0
         # Agents whose windows are still to be prepared for the next minute's turn, and which
         # minute that list is for (see `prepare_turn`).
         self._to_prepare: list[tuple[str, str]] = []
@@ -363,8 +371,28 @@ class Runtime(InputStage):
         await self.clear_outboxes(sink)
         budget = self.snapshot_budget()
         deadline = time.perf_counter() + budget
+        quiet, self._tick_now = now == self._tick_now, now
         if not self.refresh_snapshots(now, budget):
+            self.freshen(now, deadline, quiet=quiet)
             self.prepare_turn(now, deadline)
+
+    def freshen(self, now: int, deadline: float, *, quiet: bool) -> int:
+        """With nothing else to refresh, re-snapshot agents whose seconds in a status have
+        grown since their snapshot: those `STATUS_REFRESH_MS` behind, or every one behind when
+        the input is `quiet`, oldest first, until `deadline`. Returns how many are refreshed.
+
+        Nothing else moves these agents between facts and the minute's slide, so without it
+        the last minute's status seconds stayed as the slide left them (a replayed day ended
+        up to a minute short), and live ones lagged up to a minute."""
+        upto = now if quiet else now - STATUS_REFRESH_MS
+        behind = dict(itertools.takewhile(lambda item: item[1] < upto, self._taken.items()))
+        if not behind:
+            return 0
+        started = time.perf_counter()
+        done = self._refresh_queue(behind, now, deadline)
+        self.snapshot_seconds += time.perf_counter() - started
+        self.snapshots_refreshed += done
+        return done
 
     def _expire_settled(self, now: int) -> list[str] | None:
         """Expire old buckets once a minute of the settle clock; the deleted records' keys, or
@@ -478,14 +506,17 @@ class Runtime(InputStage):
         """Re-snapshot agents from the front of `queue` until `deadline`; return how many (the
         caller removes them)."""
         done = 0
-        aggs, due = self.aggs, self._due
+        aggs, due, taken = self.aggs, self._due, self._taken
         for ident in queue:
             shop, agent = ident
             fresh = aggs.snapshot(shop, agent, now)
+            taken.pop(ident, None)
             if fresh is None:
                 self.snapshots.pop(ident, None)
             else:
                 self.snapshots[ident] = fresh
+                if fresh.status is not None:
+                    taken[ident] = now  # to the end: the dict stays oldest first
             when = aggs.next_change(shop, agent, now)
             if when is None:
                 due.pop(ident, None)

@@ -389,3 +389,35 @@ def test_not_ready_while_the_broker_is_unreachable_past_the_grace() -> None:
     assert Health(ready=True, broker_ok_at=now - 1.0).is_ready(now)
     assert not Health(ready=True, broker_ok_at=now - BROKER_READY_GRACE_S - 1).is_ready(now)
     assert not Health(ready=False, broker_ok_at=now).is_ready(now)
+
+
+async def test_status_seconds_reach_the_last_now_for_agents_without_new_facts() -> None:
+    """Time spent online grows with *now* alone. An agent whose last fact came before the
+    minute's slide, while others' events move *now* on within that minute, is shown up to
+    the final *now* once the input is quiet, not up to the slide (CI saw online seconds 26 s
+    short for every such agent at the end of a replayed day)."""
+    rt = replay_runtime()
+    rt.on_assigned({0, 1, 2, 3})
+    sink = RecordingSink()
+    online_at = T0 + 1_000
+    await _both_stages(rt, sink, [
+        rec(orjson.dumps({"shop_id": "s", "agent_id": "a1", "status": "online", "ts": online_at}),
+            key=b"s:a1", topic=rt.names.agents),
+        rec(chat("m1", "buyer", online_at, agent="a2", buyer="b2"), key=b"s:b2")])
+    await tick_caught_up(rt, sink)  # the minute's slide snapshots everyone
+    later = online_at + 5_000  # the same minute (T0 is 20 s into one), under STATUS_REFRESH_MS
+    assert later // 60_000 == T0 // 60_000
+    await _both_stages(rt, sink, [rec(chat("m2", "agent", later, agent="a2", buyer="b2"),
+                                      key=b"s:b2", offset=1)])
+    assert rt.clock.now_ms() == later
+    await tick_caught_up(rt, sink)
+    snap = rt.snapshots[("s", "a1")]
+    assert snap.status_seconds["today"]["online"] == (later - online_at) / 1000
+    # Live, *now* never stands still: a tick refreshes it once it is STATUS_REFRESH_MS behind.
+    for offset, ms in ((2, runtime_module.STATUS_REFRESH_MS - 1_000),
+                       (3, runtime_module.STATUS_REFRESH_MS + 1_000)):
+        await _both_stages(rt, sink, [rec(chat(f"m{offset}", "buyer", later + ms, agent="a2",
+                                               buyer="b2"), key=b"s:b2", offset=offset)])
+        await rt.tick(sink)
+        seen = rt.snapshots[("s", "a1")].status_seconds["today"]["online"]
+        assert seen == (later - online_at if offset == 2 else ms + later - online_at) / 1000
