@@ -132,4 +132,7 @@ def test_quick_bench_prints_a_table_and_writes_a_well_formed_report(tmp_path: Pa
     assert results["worker"] and results["worker"][0]["outcomes"].get("accepted", 0) > 0
     assert results["scrape"]["agents"] > 0 and results["scrape"]["series_per_agent"] > 0
     assert results["latency"]["probes"] > 0
+    # Two workers of one group count exactly what one counts when every key is right.
+    keyed = results["scale"]["keyed"]
+    assert keyed["compared"] > 0 and keyed["equal"], keyed
     assert results["day"]["memory"] and results["day"]["kpi_samples"] > 0

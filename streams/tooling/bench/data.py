@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.tooling.bench.common import DAY_START_MS
+from streams.tooling.bench.common import BUYERS_PER_AGENT_MINUTE, DAY_START_MS, HOUR_MS
 from streams.tooling.bench.options import Options
 
 
@@ -30,12 +30,21 @@ def simulator_shape(agents: int) -> tuple[int, int]:
     return shops, max(2, round(agents / shops))
 
 
-def make_simulator(opts: Options, seed: int, start_ms: int, bpm: float) -> Any:
+def make_simulator(opts: Options, seed: int, start_ms: int, bpm: float,
+                   profile: Any = None) -> Any:
+    """The bench's simulator (`profile`: the simulator's default, awkward day if None)."""
     from streams.tooling.simulate import Simulator
+    from streams.tooling.simulate.profile import DEFAULT
 
     shops, per_shop = simulator_shape(opts.agents)
     return Simulator(seed=seed, start_ms=start_ms, shops=shops, agents_per_shop=per_shop,
-                     buyers_per_minute=bpm)
+                     buyers_per_minute=bpm, profile=DEFAULT if profile is None else profile)
+
+
+def throughput_simulator(opts: Options, profile: Any = None) -> Any:
+    """The simulator of the throughput data: a busy morning at 10:00 (see `make_simulator`)."""
+    return make_simulator(opts, opts.seed, DAY_START_MS + 10 * HOUR_MS,
+                          BUYERS_PER_AGENT_MINUTE * opts.agents, profile)
 
 
 def chat_per_buyer(opts: Options) -> float:

@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from streams.tooling.bench.common import (
-    BUYERS_PER_AGENT_MINUTE,
-    DAY_START_MS,
-    HOUR_MS,
     log,
     machine_info,
 )
 from streams.tooling.bench.context import BenchContext
-from streams.tooling.bench.data import make_simulator, write_config
+from streams.tooling.bench.data import throughput_simulator, write_config
 from streams.tooling.bench.options import OPTIONAL_PHASES, Options, add_arguments
 from streams.tooling.bench.phases import (
     baselines,
@@ -51,8 +48,7 @@ class Bench(BenchContext):
         log(f"work directory {self.workdir}")
         self.broker = EmbeddedBroker(log_path=self.workdir / "tansu.log").start()
         log(f"embedded broker at {self.broker.bootstrap}")
-        sim = make_simulator(o, o.seed, DAY_START_MS + 10 * HOUR_MS,
-                             BUYERS_PER_AGENT_MINUTE * o.agents)
+        sim = throughput_simulator(o)
         self.config = write_config(sim, self.workdir / "kefu.toml")
         if o.quick:
             # Quick runs check the report, not the figures: start the latency and day workers

@@ -181,10 +181,20 @@ def render_markdown(r: Mapping[str, Any]) -> str:
           f"{sc2['missing']} missing, {sc2['exported_twice']} exported by both. Two runs of "
           f"the single worker differ from each other in "
           f"{', '.join(f'{n:,}' for n in sc2['different_between_single_runs'])} samples: the "
-          f"simulator sends events past the reorder window (`late` per run "
-          f"{sc2['late']}), and in event-clock mode which ones are late depends on how the "
-          "partitions interleave. Exact equality with an oracle under a hand-over is what "
-          "`tests/integration/test_scale_out.py` checks.\n")
+          f"data's mis-keyed events come back through the rekey topic, and which of them then "
+          f"arrive more than the reorder window behind their conversation (`late` per run "
+          f"{sc2['late']}) depends on timing.\n")
+        keyed = sc2.get("keyed")
+        if keyed:
+            w(f"The same events with every key right ({keyed['records']:,} records, fresh "
+              f"consumer groups): one worker {keyed['one_rate']:,.0f} events/s, two "
+              f"{keyed['two_rate']:,.0f} ({keyed['speedup']:.2f}×); their agent KPIs "
+              f"together against the one's: {keyed['different']:,} of {keyed['compared']:,} "
+              f"samples differ, {keyed['missing']} missing, {keyed['exported_twice']} exported "
+              f"by both (`late` per worker {keyed['late']})"
+              + (": **equal**." if keyed["equal"] else ".")
+              + " Equality with an oracle across a hand-over (a worker killed mid-stream) is "
+              "what `tests/integration/test_scale_out.py` checks.\n")
     elif sc2:
         w(f"Two workers: not measured ({sc2.get('error')}).\n")
     lat = r.get("latency", {})
