@@ -110,11 +110,7 @@ def build_app(
             pending.difference_update([t for t in pending if t.done()])
         await rt.tick(sink)
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def refresh_in_background() -> None:
-        await rt.refresh_in_background()
-
     web.register(app, rt, sink)
 
-    del on_assigned, on_revoked, on_recover, refresh, refresh_in_background
+    del on_assigned, on_revoked, on_recover, refresh
     return app, rt
