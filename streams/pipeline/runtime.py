@@ -388,11 +388,7 @@ class Runtime(InputStage):
         behind = dict(itertools.takewhile(lambda item: item[1] < upto, self._taken.items()))
         if not behind:
             return 0
-        started = time.perf_counter()
-        done = self._refresh_queue(behind, now, deadline)
-        self.snapshot_seconds += time.perf_counter() - started
-        self.snapshots_refreshed += done
-        return done
+        return self._refresh_queue(behind, now, deadline)
 
     def _expire_settled(self, now: int) -> list[str] | None:
         """Expire old buckets once a minute of the settle clock; the deleted records' keys, or
@@ -491,8 +487,6 @@ class Runtime(InputStage):
         else:
             for ident in list(itertools.islice(queue, done)):
                 del queue[ident]
-        self.snapshot_seconds += time.perf_counter() - started
-        self.snapshots_refreshed += done
         shops = {shop for shop, _ in self.aggs.agents}
         self.ad_buyers = {shop: self.aggs.ad_buyers(shop, now) for shop in shops}
         # Every snapshot holds everything up to this time (the oldest queued change, if any).
@@ -504,7 +498,8 @@ class Runtime(InputStage):
     def _refresh_queue(self, queue: dict[tuple[str, str], int], now: int,
                        deadline: float | None) -> int:
         """Re-snapshot agents from the front of `queue` until `deadline`; return how many (the
-        caller removes them)."""
+        caller removes them). Counted in `snapshots_refreshed` and `snapshot_seconds`."""
+        started = time.perf_counter()
         done = 0
         aggs, due, taken = self.aggs, self._due, self._taken
         for ident in queue:
@@ -525,4 +520,6 @@ class Runtime(InputStage):
             done += 1
             if deadline is not None and not done % 16 and time.perf_counter() > deadline:
                 break
+        self.snapshot_seconds += time.perf_counter() - started
+        self.snapshots_refreshed += done
         return done

@@ -32,13 +32,13 @@ def simulator_shape(agents: int) -> tuple[int, int]:
 
 def make_simulator(opts: Options, seed: int, start_ms: int, bpm: float,
                    profile: Any = None) -> Any:
-    """The bench's simulator (`profile`: the simulator's default, awkward day if None)."""
+    """The bench's simulator (`profile`: the simulator's own default, its awkward day, if None)."""
     from streams.tooling.simulate import Simulator
-    from streams.tooling.simulate.profile import DEFAULT
 
     shops, per_shop = simulator_shape(opts.agents)
+    chosen = {} if profile is None else {"profile": profile}
     return Simulator(seed=seed, start_ms=start_ms, shops=shops, agents_per_shop=per_shop,
-                     buyers_per_minute=bpm, profile=DEFAULT if profile is None else profile)
+                     buyers_per_minute=bpm, **chosen)
 
 
 def throughput_simulator(opts: Options, profile: Any = None) -> Any:
