@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from streams import failpoints, gc_policy
+from streams import failpoints, gc_policy, heap
 from streams.config import Config, Settings
 from streams.export import web
 from streams.pipeline.faust_adapter import (
@@ -78,6 +78,8 @@ def build_app(
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         rt.paused = True  # no expiry/sweep writes until the new assignment is recovered
 
+    recovered_at = [0.0]
+
     @aggregates.on_recover
     async def on_recover() -> None:
         # Runs inside Faust's end of recovery: changelog partitions paused, stream partitions
@@ -88,6 +90,7 @@ def build_app(
             log.info("changelog recovery: %d records restored in bulk", bulk)
             app.consumer.restored_in_bulk = 0  # type: ignore[attr-defined]
         n = rt.load_aggregates(aggregates.data)
+        recovered_at[0] = time.time()  # the restore's buffers are freed: trim once settled
         if settings.gc_threshold:
             gc_policy.freeze_state()  # the recovered state is long-lived: stop scanning it
         await rt.resend_outboxes(sink)
@@ -96,7 +99,8 @@ def build_app(
         log.info("recovered %d aggregate records for partitions %s", n, sorted(rt.owned))
 
     beat = [0.0]
-    pending: set[asyncio.Future[None]] = set()
+    pending: set[asyncio.Future[Any]] = set()
+    trimmer = heap.Trimmer(settings.heap_trim_s, heap.libc_trim(), time.time())
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def refresh() -> None:
@@ -108,6 +112,12 @@ def build_app(
             beat[0] = now
             pending.add(asyncio.ensure_future(rt.heartbeat(sink)))  # never blocks the refresh
             pending.difference_update([t for t in pending if t.done()])
+        wall = time.time()
+        settled = not rt.snapshot_queue and not any(rt.health.facts_backlog.values())
+        worked_at = max(rt.health.last_batch_at, recovered_at[0])
+        if trimmer.due(wall, worked_at, settled):  # freed heap back (heap.py)
+            trim = trimmer.started(wall)
+            pending.add(asyncio.get_running_loop().run_in_executor(None, trim))
         await rt.tick(sink)
 
     web.register(app, rt, sink)

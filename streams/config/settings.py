@@ -57,6 +57,9 @@ class Settings:
     fetch_wait_s: float = 0.05
     # Allocations between young garbage collections (streams.gc_policy; 0 = Python's 700).
     gc_threshold: int = 50_000
+    # Seconds between returns of freed heap to the OS under steady load; also done once a
+    # burst ends (streams.heap; 0 = never).
+    heap_trim_s: float = 60.0
     max_event_bytes: int = 65536
     # Cardinality bound per worker (see streams.domain.limits and the README on sizing).
     max_agents: int = 5000
@@ -122,6 +125,7 @@ class Settings:
             snapshot_budget_s=e.number("KEFU_SNAPSHOT_BUDGET", cls.snapshot_budget_s),
             fetch_wait_s=e.number("KEFU_FETCH_WAIT", cls.fetch_wait_s),
             gc_threshold=e.integer("KEFU_GC_THRESHOLD", cls.gc_threshold, 0, 100_000_000),
+            heap_trim_s=e.number("KEFU_HEAP_TRIM", cls.heap_trim_s, zero=True),
             max_event_bytes=e.integer("KEFU_MAX_EVENT_BYTES", cls.max_event_bytes, 256, 1 << 30),
             max_agents=e.integer("KEFU_MAX_AGENTS", cls.max_agents, 1, 1_000_000),
             max_shops=e.integer("KEFU_MAX_SHOPS", cls.max_shops, 1, 1_000_000),
@@ -158,7 +162,8 @@ class _Env:
             raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
         return value
 
-    def number(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float, *, zero: bool = False) -> float:
+        """A positive number of seconds (or 0 too, with `zero`: "never")."""
         raw = self.text(name)
         if raw is None:
             return default
@@ -166,8 +171,9 @@ class _Env:
             value = float(raw)
         except ValueError:
             raise ConfigError(f"{name}: must be a number of seconds, got {raw!r}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{name}: must be a positive number of seconds, got {raw!r}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            what = "0 or a positive" if zero else "a positive"
+            raise ConfigError(f"{name}: must be {what} number of seconds, got {raw!r}")
         return value
 
     def choice(
