@@ -148,8 +148,11 @@ def _agent(out: dict[str, str], s: AgentSnapshot, base: str) -> None:
         [f'kefu_target_completion_ratio{{{base},window="{window}"}} {num(ratio)}\n'
          for window, ratio in s.target_completion.items()])
     cards = [(f'{base},period="{period}"', card) for period, card in s.score.items()]
+    # The two families with most float series test finiteness inline and call `num` only for
+    # NaN/±Inf: a Python call less per series, ~5 % of a render with every agent changed.
     out["kefu_score_points"] = "".join(
-        [f'kefu_score_points{{{pl},item="{item}"}} {num(points)}\n'
+        [f'kefu_score_points{{{pl},item="{item}"}} '
+         f"{repr(points) if points - points == 0 else num(points)}\n"
          for pl, card in cards for item, points in card.items.items()])
     out["kefu_score_total"] = "".join(
         [f"kefu_score_total{{{pl}}} {num(card.total)}\n" for pl, card in cards])
@@ -161,7 +164,8 @@ def _agent(out: dict[str, str], s: AgentSnapshot, base: str) -> None:
         [f'kefu_agent_status{{{base},status="{status}"}} {1 if s.status == status else 0}\n'
          for status in STATUSES])
     out["kefu_status_seconds"] = "".join(
-        [f'kefu_status_seconds{{{base},status="{status}",window="{window}"}} {num(v)}\n'
+        [f'kefu_status_seconds{{{base},status="{status}",window="{window}"}} '
+         f"{repr(v) if v - v == 0 else num(v)}\n"
          for window, seconds in s.status_seconds.items() for status, v in seconds.items()])
     out["kefu_concurrent_buyers"] = f"kefu_concurrent_buyers{{{base}}} {s.concurrent}\n"
     out["kefu_max_concurrent"] = f"kefu_max_concurrent{{{base}}} {s.max_concurrent}\n"

@@ -187,3 +187,21 @@ async def test_each_agent_adds_the_same_series() -> None:
     two = _kefu_samples(_parse(prometheus.render(await _state(("a1", "a2"))).decode()))
     per = Counter(s.labels.get("agent") for s in two)
     assert per["a2"] == per["a1"] == series_per_agent(one, "a1")
+
+
+def test_scores_and_status_seconds_that_are_not_finite_are_written_as_the_format_says() -> None:
+    """Finite values are written with `repr` inline (the render's fast path); anything else
+    still goes through `num`: Prometheus reads NaN and ±Inf, never Python's nan / inf."""
+    from streams.domain.model import AgentSnapshot, ScoreCard
+    from streams.export import agent_text
+
+    card = ScoreCard(items={"finite": 12.5, "nan": float("nan"), "up": float("inf")})
+    snap = AgentSnapshot(shop="s1", agent="a1", team="t", score={"today": card},
+                         status_seconds={"today": {"online": 61.5, "busy": float("-inf")}})
+    text = agent_text.fragments(snap)
+    points = {re.search(r'item="(\w+)"', line)[1]: line.rsplit(" ", 1)[1]  # type: ignore[index]
+              for line in text["kefu_score_points"].splitlines()}
+    assert points == {"finite": "12.5", "nan": "NaN", "up": "+Inf"}
+    seconds = {re.search(r'status="(\w+)"', line)[1]: line.rsplit(" ", 1)[1]  # type: ignore[index]
+               for line in text["kefu_status_seconds"].splitlines()}
+    assert seconds == {"online": "61.5", "busy": "-Inf"}
