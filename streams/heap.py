@@ -10,20 +10,18 @@ freed afterwards stays with the allocator. `malloc_trim(0)` returns glibc's free
 objects: dict tables, lists, fetch buffers) — docs/optimisations.md has the runs.
 
 When: once the input has been quiet for `IDLE_S` and everything it started has settled (a
-catch-up or a burst just ended: nothing to slow down), and every `interval_s` under steady
-load. The call runs
-in a thread: ctypes releases the GIL, and a trim of a ~400 MiB heap took 6–11 ms here, which
-the event loop then does not wait for. Not glibc (musl, macOS): nothing to call, nothing done.
+catch-up, a burst or a recovery just ended: nothing to slow down), and every `interval_s` under
+steady load. The call runs in a thread: ctypes releases the GIL, and a trim of a ~400 MiB heap
+took 6–11 ms here, which the event loop then does not wait for. Not glibc (musl, macOS):
+nothing to call, nothing done. What it cannot return: Python's small-object pools that one
+surviving object keeps (a 16 KiB pool, a 1 MiB arena) — that part of a peak stays.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
 
 IDLE_S = 1.0  # no batch for this long after one: the burst is over
 
