@@ -47,7 +47,6 @@ class Trimmer:
         self.interval_s = interval_s
         self.trim = trim if interval_s > 0 else None
         self.trimmed_at = now  # wall time of the last trim started (or of the start)
-        self.trims = 0
 
     def due(self, now: float, worked_at: float, settled: bool) -> bool:
         """Whether to trim at wall time `now`, given the wall time of the last work (an input
@@ -67,5 +66,4 @@ class Trimmer:
         another); the call to make, in a thread."""
         assert self.trim is not None
         self.trimmed_at = now
-        self.trims += 1
         return self.trim
