@@ -4,7 +4,10 @@ Why a module of its own, and why written this way: at 1,000 agents `/metrics` ca
 series, and every agent whose snapshot changed since the last scrape is rendered again. Each
 family's lines for one agent are built by one list comprehension over its windows and joined
 once, then encoded once: per series that is one f-string, with no dictionary lookup or list
-append in between (about half the cost of appending each sample to a per-family list). The
+append in between (about half the cost of appending each sample to a per-family list). The 26
+families of every window and the month are written without the comprehension when an agent
+has all four windows (`_full_shape`; tests/export/test_agent_text.py holds it equal to
+`_any_shape`). The
 text is kept as bytes, so a scrape joins bytes and never re-encodes ~22 MB of mostly unchanged
 text (`prometheus.render`). Values are read from the snapshot; nothing is computed here.
 """
@@ -103,15 +106,10 @@ def _windows(out: dict[str, str], s: AgentSnapshot, base: str) -> None:
     wins = [(f'{base},window="{name}"', w) for name in WINDOWS
             if (w := s.windows.get(name)) is not None]
     every = wins if s.month is None else [*wins, (f'{base},window="month"', s.month)]
-    for name, get in _COUNTS:
-        out[name] = "".join([f"{name}{{{wl}}} {get(w)}\n" for wl, w in every])
-    out["kefu_sales_amount"] = "".join(
-        [f"kefu_sales_amount{{{wl}}} {w.sales_units / MONEY_SCALE!r}\n" for wl, w in every])
-    out["kefu_refund_amount"] = "".join(
-        [f"kefu_refund_amount{{{wl}}} {w.refund_units / MONEY_SCALE!r}\n" for wl, w in every])
-    for name, ratio in _RATIOS:
-        out[name] = "".join([f"{name}{{{wl}}} {v!r}\n" for wl, w in every
-                             if (v := ratio(w)) is not None])
+    if len(every) == 4:
+        _full_shape(out, every)
+    else:
+        _any_shape(out, every)
     for name, get in _WINDOW_COUNTS:
         out[name] = "".join([f"{name}{{{wl}}} {get(w)}\n" for wl, w in wins])
     out["kefu_rounds_within_target"] = "".join(
@@ -138,6 +136,50 @@ def _windows(out: dict[str, str], s: AgentSnapshot, base: str) -> None:
          if w.frt_mean is not None])
     out["kefu_qa_ratio"] = "".join(
         [f"kefu_qa_ratio{{{wl}}} {v!r}\n" for wl, w in wins if (v := w.qa_ratio) is not None])
+
+
+def _any_shape(out: dict[str, str], every: list[tuple[str, W]]) -> None:
+    """The families of every window and the month, for any windows there are."""
+    for name, get in _COUNTS:
+        out[name] = "".join([f"{name}{{{wl}}} {get(w)}\n" for wl, w in every])
+    out["kefu_sales_amount"] = "".join(
+        [f"kefu_sales_amount{{{wl}}} {w.sales_units / MONEY_SCALE!r}\n" for wl, w in every])
+    out["kefu_refund_amount"] = "".join(
+        [f"kefu_refund_amount{{{wl}}} {w.refund_units / MONEY_SCALE!r}\n" for wl, w in every])
+    for name, ratio in _RATIOS:
+        out[name] = "".join([f"{name}{{{wl}}} {v!r}\n" for wl, w in every
+                             if (v := ratio(w)) is not None])
+
+
+def _full_shape(out: dict[str, str], every: list[tuple[str, W]]) -> None:
+    """The families of every window and the month when all four are there (an agent with
+    any reply this month): the same lines as the general case, written as one f-string a
+    family instead of a list comprehension and a join. On Python 3.11 a comprehension is a
+    function call; this saves ~10 % of a render with every agent changed (in-process, 1,000
+    agents: fragments 86-88 -> 77-80 ms)."""
+    (l0, w0), (l1, w1), (l2, w2), (l3, w3) = every
+    for name, get in _COUNTS:
+        out[name] = (f"{name}{{{l0}}} {get(w0)}\n{name}{{{l1}}} {get(w1)}\n"
+                     f"{name}{{{l2}}} {get(w2)}\n{name}{{{l3}}} {get(w3)}\n")
+    scale = MONEY_SCALE
+    out["kefu_sales_amount"] = (
+        f"kefu_sales_amount{{{l0}}} {w0.sales_units / scale!r}\n"
+        f"kefu_sales_amount{{{l1}}} {w1.sales_units / scale!r}\n"
+        f"kefu_sales_amount{{{l2}}} {w2.sales_units / scale!r}\n"
+        f"kefu_sales_amount{{{l3}}} {w3.sales_units / scale!r}\n")
+    out["kefu_refund_amount"] = (
+        f"kefu_refund_amount{{{l0}}} {w0.refund_units / scale!r}\n"
+        f"kefu_refund_amount{{{l1}}} {w1.refund_units / scale!r}\n"
+        f"kefu_refund_amount{{{l2}}} {w2.refund_units / scale!r}\n"
+        f"kefu_refund_amount{{{l3}}} {w3.refund_units / scale!r}\n")
+    for name, ratio in _RATIOS:  # a line only where the ratio has a denominator
+        r0, r1, r2, r3 = ratio(w0), ratio(w1), ratio(w2), ratio(w3)
+        if r0 is not None and r1 is not None and r2 is not None and r3 is not None:
+            out[name] = (f"{name}{{{l0}}} {r0!r}\n{name}{{{l1}}} {r1!r}\n"
+                         f"{name}{{{l2}}} {r2!r}\n{name}{{{l3}}} {r3!r}\n")
+        else:
+            out[name] = "".join([f"{name}{{{wl}}} {v!r}\n" for wl, v in
+                                 ((l0, r0), (l1, r1), (l2, r2), (l3, r3)) if v is not None])
 
 
 def _agent(out: dict[str, str], s: AgentSnapshot, base: str) -> None:

@@ -11,7 +11,6 @@ the client. That test also reads this text back with the client's own parser.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from operator import itemgetter
 
 from prometheus_client import REGISTRY, generate_latest
 
@@ -160,9 +159,11 @@ def render(state: State) -> bytes:
             out["kefu_ad_buyers"].append(f'{{shop="{_esc(shop)}",window="{window}"}} {n}')
     _pipeline(out, state, agents)
     chunks: list[bytes] = []
-    for index, name in enumerate(FAMILIES):
+    # Family by family: zip(*frags) turns the agents' rows into columns in C.
+    columns = zip(*frags, strict=True) if frags else [()] * len(FAMILIES)
+    for name, column in zip(FAMILIES, columns, strict=True):
         samples = out[name]
-        agent_lines = b"".join(map(itemgetter(index), frags))
+        agent_lines = b"".join(column)
         if not samples and not agent_lines:
             continue
         chunks.append(_HEADERS[name])
