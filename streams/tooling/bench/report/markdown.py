@@ -221,7 +221,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
           f"each a buyer message and the agent's reply, {1000 / r['probe_hz']:.0f} ms apart. "
           "Latency = reply produced → the round counted:\n")
         w("- on `/metrics` (`kefu_rounds{window=\"1h\"}`), scraped back to back with a pause of "
-          f"3× the last render (mean render {fmt(lat['scrape_mean_s'] * 1000)} ms, "
+          f"3× the last render (mean render {fmt(lat['scrape_mean_s'] * 1000)} ms, longest "
+          f"{fmt(lat.get('scrape_max_s', math.nan) * 1000)} ms, "
           f"{lat['polls']} scrapes) — the goal's measure, resolution ≈ 4× the render time;")
         w(f"- in the snapshot the exporters read, seen through {FEEDS} wall-board feeds "
           f"(`/wallboard/events?shop=…`, each pushing within {wallboard.MIN_PUSH_S:g} s of a "
