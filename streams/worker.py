@@ -120,11 +120,7 @@ def build_app(
             pending.add(asyncio.get_running_loop().run_in_executor(None, trim))
         await rt.tick(sink)
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def refresh_in_background() -> None:
-        await rt.refresh_in_background()
-
     web.register(app, rt, sink)
 
-    del on_assigned, on_revoked, on_recover, refresh, refresh_in_background
+    del on_assigned, on_revoked, on_recover, refresh
     return app, rt

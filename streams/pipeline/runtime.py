@@ -56,12 +56,14 @@ HEARTBEAT_INTERVAL_S = 2.0
 TICK_S = 0.5  # the refresh timer's period (see streams.worker)
 # Changed agents a facts batch re-snapshots itself (~0.1 ms each), whatever the backlog.
 EAGER_REFRESH_AGENTS = 64
-# More are the background refresher's (`refresh_in_background`): slices of REFRESH_SLICE_S,
-# the event loop running whatever else is ready between them, while fewer than EAGER_BACKLOG
-# input records wait; in a catch-up, the tick's budget (events first).
-REFRESH_SLICE_S = 0.005
-REFRESH_IDLE_S = 0.02  # its pause when there is nothing to refresh
+# More changed agents: while fewer than EAGER_BACKLOG input records wait (not a catch-up), a
+# facts batch refreshes them itself for up to this long (most stale first); the rest wait for
+# the tick's budget.
+EAGER_REFRESH_S = 0.02
 EAGER_BACKLOG = 1000
+# ... and at most once this often: facts batches can come 20 times a second, and 20 ms each
+# would then take 40 % of a core from the events (at most 20 % this way).
+EAGER_EVERY_S = 0.1
 # From this far into a minute, time a tick has left builds the next minute's window prefixes
 # (`Aggregates.prepare_turn`): late facts of the last minute are in by then, and the extra
 # prefixes live for the rest of the minute only.
@@ -124,6 +126,7 @@ class Runtime(InputStage):
         # minute, so a reply is not queued behind a thousand agents' window edges.
         self._stale: dict[tuple[str, str], int] = {}
         self._sliding: dict[tuple[str, str], int] = {}
+        self._eager_at = 0.0  # monotonic time of the last budgeted eager refresh
         self._due: dict[tuple[str, str], int] = {}  # agent -> when time alone changes its numbers
         # Agents with a status -> the *now* of their snapshot, oldest first (see `freshen`), and
         # the *now* of the last tick.
@@ -211,8 +214,10 @@ class Runtime(InputStage):
             self._refresh_eagerly()
 
     def _refresh_eagerly(self) -> None:
-        """Show a small change at once instead of at the next tick (up to `TICK_S` later):
-        the board moves with the reply. Bigger ones are the background refresher's."""
+        """Show a change at once instead of at the next tick (up to `TICK_S` later): the board
+        moves with the reply. A small change is refreshed whole; a bigger one for at most
+        `EAGER_REFRESH_S` a batch, and only while the input is nearly caught up, so a
+        catch-up's events are never starved by snapshots (the tick's budget takes the rest)."""
         if self.paused:
             return
         now = self.clock.now_ms()
@@ -220,30 +225,11 @@ class Runtime(InputStage):
             return  # the tick slides the windows into a new minute first
         if len(self._stale) + len(self.aggs.dirty_agents) <= EAGER_REFRESH_AGENTS:
             self.refresh_snapshots(now, slide=False)  # the slid windows are the tick's
-
-    async def refresh_in_background(self) -> None:
-        """Re-snapshot queued agents with the event loop's spare time, oldest change first.
-
-        Why: in a busy room every agent changes every tick. Refreshed in one budgeted block a
-        tick (and up to 20 ms a facts batch), a reply waited its turn behind hundreds of agents
-        (queue mean 57-82 at 2,000 events/s); in 5 ms slices between whatever else is ready,
-        the queue stays near empty (mean 0-8) and batches and acks wait at most a slice.
-        Runs for the worker's life (`streams.worker`); see `_refresh_slice` for when it rests.
-        """
-        while True:
-            await asyncio.sleep(0 if self._refresh_slice() else REFRESH_IDLE_S)
-
-    def _refresh_slice(self) -> bool:
-        """One slice of the background refresh; False when it is not its time: nothing
-        queued, paused for a rebalance, a catch-up (the tick's budget keeps events first), or
-        a new minute the tick has not slid the windows into yet."""
-        now = self.clock.now_ms()
-        if (self.paused or now <= 0 or now // MINUTE_MS != self._snapshot_minute
-                or sum(self.health.backlog.values()) >= EAGER_BACKLOG
-                or not (self._stale or self.aggs.dirty_agents or self._sliding)):
-            return False
-        self.refresh_snapshots(now, REFRESH_SLICE_S, ads=False)  # ads: once a tick
-        return True
+        elif EAGER_REFRESH_S > 0 and sum(self.health.backlog.values()) < EAGER_BACKLOG:
+            started = time.monotonic()
+            if started - self._eager_at >= EAGER_EVERY_S:
+                self._eager_at = started
+                self.refresh_snapshots(now, EAGER_REFRESH_S)
 
     async def _persist_aggregates(self, sink: Sink, extra: Iterable[str] = ()) -> None:
         """Write changed aggregate records. Callers hold `stage2_lock`: two writers of the same
@@ -468,10 +454,9 @@ class Runtime(InputStage):
         return max(budget, TICK_S * 0.8)
 
     def refresh_snapshots(self, now: int, budget_s: float | None = None, *,
-                          slide: bool = True, ads: bool = True) -> int:
+                          slide: bool = True) -> int:
         """Re-snapshot changed agents, most stale first, for at most `budget_s` seconds; then,
-        if time is left (and `slide`), those whose windows only slid into a new minute; and
-        (with `ads`) the shops' ad-buyer counts.
+        if time is left (and `slide`), those whose windows only slid into a new minute.
 
         Agents left over stay queued in order and go first next tick, so under load numbers
         age by a tick or two instead of event processing stalling behind 1,000 snapshots.
@@ -502,9 +487,8 @@ class Runtime(InputStage):
         else:
             for ident in list(itertools.islice(queue, done)):
                 del queue[ident]
-        if ads:
-            shops = {shop for shop, _ in self.aggs.agents}
-            self.ad_buyers = {shop: self.aggs.ad_buyers(shop, now) for shop in shops}
+        shops = {shop for shop, _ in self.aggs.agents}
+        self.ad_buyers = {shop: self.aggs.ad_buyers(shop, now) for shop in shops}
         # Every snapshot holds everything up to this time (the oldest queued change, if any).
         oldest = [next(iter(q.values())) for q in (queue, sliding) if q]
         self.snapshot_at_ms = min(oldest) if oldest else now

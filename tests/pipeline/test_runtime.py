@@ -194,17 +194,26 @@ async def test_a_small_change_is_shown_without_waiting_for_the_tick() -> None:
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
 
 
-async def test_a_big_change_is_the_background_refreshers_when_nearly_caught_up(
+async def test_a_big_change_is_shown_within_a_budget_when_nearly_caught_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(runtime_module, "EAGER_REFRESH_AGENTS", 0)
     rt = replay_runtime()
     rt.health.backlog = {0: runtime_module.EAGER_BACKLOG - 1}
     await _round_after_a_tick(rt)
-    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 0  # not in the batch
-    assert rt._refresh_slice()
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
-    assert not rt._refresh_slice()  # nothing left: it rests
+
+
+async def test_budgeted_eager_refreshes_are_spaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Facts batches may come 20 times a second: a big change waits for the tick when the last
+    budgeted refresh was less than EAGER_EVERY_S ago."""
+    monkeypatch.setattr(runtime_module, "EAGER_REFRESH_AGENTS", 0)
+    monkeypatch.setattr(runtime_module, "EAGER_EVERY_S", 1e12)  # the last one was just now
+    rt = replay_runtime()
+    await _round_after_a_tick(rt)
+    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 0
+    await rt.tick(RecordingSink())
+    assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
 
 
 async def test_a_big_change_in_a_catch_up_waits_for_the_ticks_budget(
@@ -214,45 +223,9 @@ async def test_a_big_change_in_a_catch_up_waits_for_the_ticks_budget(
     rt = replay_runtime()
     rt.health.backlog = {0: runtime_module.EAGER_BACKLOG}  # a catch-up
     await _round_after_a_tick(rt)
-    assert not rt._refresh_slice()
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 0
     await rt.tick(RecordingSink())
     assert rt.snapshots[("s", "a1")].windows["today"].rounds == 1
-
-
-async def test_the_background_refresher_lets_the_loop_run_between_slices(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Hundreds of changed agents are refreshed in slices (16 agents at least), with other
-    tasks running between them, and none waits for a tick."""
-    monkeypatch.setattr(runtime_module, "REFRESH_SLICE_S", 0.0)
-    rt = replay_runtime()
-    rt.on_assigned({0, 1, 2, 3})
-    await rt.tick(RecordingSink())  # no *now* yet: nothing to slide
-    await _both_stages(rt, RecordingSink(), [
-        rec(chat(f"{sender}{i}", sender, T0 + ms, agent=f"a{i}", buyer=f"b{i}"),
-            key=f"s:b{i}".encode())
-        for i in range(200) for sender, ms in (("buyer", 1_000), ("agent", 2_000))])
-    rt._snapshot_minute = rt.clock.now_ms() // 60_000  # as if the tick had slid this minute
-    assert len(rt.aggs.dirty_agents) + len(rt._stale) == 200
-    turns = 0
-
-    async def other_work() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    refresher = asyncio.ensure_future(rt.refresh_in_background())
-    other = asyncio.ensure_future(other_work())
-    for _ in range(100):
-        await asyncio.sleep(0)
-        if len(rt.snapshots) == 200:
-            break
-    refresher.cancel()
-    other.cancel()
-    assert len(rt.snapshots) == 200 and rt.snapshot_queue == 0
-    assert turns >= 200 // 16 - 1  # the other task ran between the slices
 
 
 async def test_a_reply_is_not_queued_behind_the_minutes_window_slide() -> None:
