@@ -79,7 +79,6 @@ def test_libc_trim_releases_freed_heap_on_glibc() -> None:
         libc.free(b)
     try:
         assert trim() == 1
-        assert trim() in (0, 1)  # nothing much left, but calling again is harmless
     finally:
         for b in blocks[1::2]:
             libc.free(b)

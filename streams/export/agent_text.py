@@ -7,9 +7,9 @@ once, then encoded once: per series that is one f-string, with no dictionary loo
 append in between (about half the cost of appending each sample to a per-family list). The 26
 families of every window and the month are written without the comprehension when an agent
 has all four windows (`_full_shape`; tests/export/test_agent_text.py holds it equal to
-`_any_shape`). The
-text is kept as bytes, so a scrape joins bytes and never re-encodes ~22 MB of mostly unchanged
-text (`prometheus.render`). Values are read from the snapshot; nothing is computed here.
+`_any_shape`). The text is kept as bytes, so a scrape joins bytes and never re-encodes ~22 MB
+of mostly unchanged text (`prometheus.render`). Values are read from the snapshot; nothing is
+computed here.
 """
 
 from __future__ import annotations
