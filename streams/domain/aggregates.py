@@ -333,7 +333,7 @@ class Aggregates:
                         b = buckets.get(mm)
                         if b is not None:
                             b.summarize_into(hs)
-                    st.hours[hour] = hs
+                    st.hours[hour] = hs.seal()
                 total.merge(hs)
                 m += 60
                 continue

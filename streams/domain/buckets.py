@@ -5,12 +5,18 @@ A bucket keeps every record of one agent in one UTC minute in a single dict keye
 each bucket lazily builds a `Summary` (plain counts, sets and value lists), hours of finished
 minutes are merged once into hour summaries, and a window merges a few dozen summaries with
 C-level set and list operations. Any change to a bucket drops its summary and its hour's.
+
+Summaries that are kept (a minute's, an hour's, a window prefix's) are sealed: their empty sets
+and lists are replaced by one shared empty each. Why: a kept summary held nine containers, most
+of them empty on a chat-only day, and the cyclic collector scans every container it tracks, so
+those empties were ~100,000 of the worker's ~650,000 tracked objects at 1,000 agents and their
+scans were the latency tail (docs/optimisations.md, "Continued (session 12)").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from streams.domain.facts import (
     AD_BUYER,
@@ -33,6 +39,15 @@ _SALTS = {
     ROUND: 0, FIRST: 0, UNANSWERED: 1, AGENT_MSG: 2, BUYER_MSG: 3, AD_BUYER: 4, ORDER: 5,
     PAID: 6, REFUND: 7, ASSIST: 8, RATING: 9, MARK: 10,
 }
+
+
+# The shared empties of sealed summaries. Read-only: a sealed summary is never the target of
+# `merge` or `summarize_into` (those build fresh ones), and `merge` replaces an empty target
+# instead of growing it, so a sealed target would still come out right. Typed as the mutable
+# containers they stand in for, so that readers see one type; mutating one fails loudly
+# (a frozenset has no `add`, a tuple no `append`).
+NO_BUYERS = cast(set[int], frozenset())
+NO_VALUES = cast(list[int], ())
 
 
 def record_key(kind: str, fid: int) -> int:
@@ -66,18 +81,53 @@ class Summary:
     ads: set[int] = field(default_factory=set)
 
     def merge(self, o: Summary) -> None:
-        self.rts += o.rts
-        self.frts += o.frts
-        self.replied |= o.replied
-        self.unanswered |= o.unanswered
-        self.inquired |= o.inquired
+        """Add `o` into this summary. Empty parts of `o` are skipped (most are, on a chat-only
+        day), and an empty part of this one is replaced by a copy, never grown: it may be the
+        shared empty of a sealed summary."""
+        if o.rts:
+            if self.rts:
+                self.rts += o.rts
+            else:
+                self.rts = list(o.rts)
+        if o.frts:
+            if self.frts:
+                self.frts += o.frts
+            else:
+                self.frts = list(o.frts)
+        if o.replied:
+            if self.replied:
+                self.replied |= o.replied
+            else:
+                self.replied = set(o.replied)
+        if o.unanswered:
+            if self.unanswered:
+                self.unanswered |= o.unanswered
+            else:
+                self.unanswered = set(o.unanswered)
+        if o.inquired:
+            if self.inquired:
+                self.inquired |= o.inquired
+            else:
+                self.inquired = set(o.inquired)
         self.agent_messages += o.agent_messages
         self.buyer_messages += o.buyer_messages
-        self.ordered |= o.ordered
-        self.paid |= o.paid
+        if o.ordered:
+            if self.ordered:
+                self.ordered |= o.ordered
+            else:
+                self.ordered = set(o.ordered)
+        if o.paid:
+            if self.paid:
+                self.paid |= o.paid
+            else:
+                self.paid = set(o.paid)
         self.paid_orders += o.paid_orders
         self.sales_units += o.sales_units
-        self.refunded |= o.refunded
+        if o.refunded:
+            if self.refunded:
+                self.refunded |= o.refunded
+            else:
+                self.refunded = set(o.refunded)
         self.refund_units += o.refund_units
         self.assists += o.assists
         self.ratings += o.ratings
@@ -85,7 +135,34 @@ class Summary:
         self.ratings_good += o.ratings_good
         self.marked += o.marked
         self.resolved += o.resolved
-        self.ads |= o.ads
+        if o.ads:
+            if self.ads:
+                self.ads |= o.ads
+            else:
+                self.ads = set(o.ads)
+
+    def seal(self) -> Summary:
+        """Replace the empty containers by the shared empties (see the module docstring); for
+        summaries that are kept and only read from now on. Returns itself."""
+        if not self.rts:
+            self.rts = NO_VALUES
+        if not self.frts:
+            self.frts = NO_VALUES
+        if not self.replied:
+            self.replied = NO_BUYERS
+        if not self.unanswered:
+            self.unanswered = NO_BUYERS
+        if not self.inquired:
+            self.inquired = NO_BUYERS
+        if not self.ordered:
+            self.ordered = NO_BUYERS
+        if not self.paid:
+            self.paid = NO_BUYERS
+        if not self.refunded:
+            self.refunded = NO_BUYERS
+        if not self.ads:
+            self.ads = NO_BUYERS
+        return self
 
 
 class Bucket:
@@ -103,7 +180,7 @@ class Bucket:
     def summarize(self) -> Summary:
         s = self.summary
         if s is None:
-            s = self.summary = self.summarize_into(Summary())
+            s = self.summary = self.summarize_into(Summary()).seal()
         return s
 
     def summarize_into(self, s: Summary) -> Summary:

@@ -24,7 +24,7 @@ from streams.domain.buckets import Summary
 from streams.domain.model import LEVELS, QUANTILES, WindowKpis
 from streams.domain.rules import Lines
 
-EMPTY = Summary()
+EMPTY = Summary().seal()
 _SERIALS = itertools.count()
 
 
@@ -35,12 +35,15 @@ class Prefix:
                  "version")
 
     def __init__(self, summary: Summary) -> None:
+        """Take a fresh summary (`Aggregates._merged`): sorted and sealed here, and grown in
+        place by `extend`."""
         summary.rts.sort()
         summary.frts.sort()
-        self.summary = summary
+        self.summary = summary.seal()
         self.rt_sum = sum(summary.rts)
         self.frt_sum = sum(summary.frts)
-        self.received = summary.unanswered | summary.replied
+        self.received = set(summary.unanswered)  # a set of its own: `extend` grows it
+        self.received |= summary.replied
         self.missed = len(self.received - summary.replied)
         self.serial = next(_SERIALS)  # names it in caches without a reference (no cycle)
         self.version = 0  # bumped by `extend`: counts cached against this prefix are stale
