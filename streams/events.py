@@ -31,6 +31,7 @@ from streams.domain.model import (
     ORDER_STATUSES,
     SENDERS,
     STATUSES,
+    WORDS,
     AgentStatus,
     AgentStatusEvent,
     ChatEvent,
@@ -233,7 +234,7 @@ def decode_chat(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> ChatEvent:
     message_id = _req_id(obj, "message_id")
     shop_id = _req_id(obj, "shop_id")
     buyer_id = _req_id(obj, "buyer_id")
-    sender = _req_enum(obj, "sender", SENDERS)
+    sender = WORDS[_req_enum(obj, "sender", SENDERS)]  # one shared string (model.WORDS)
     agent_id = _opt_id(obj, "agent_id")
     ts = _ts(obj)
     kind = obj.get("event")
@@ -243,6 +244,8 @@ def decode_chat(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> ChatEvent:
         raise Rejected("type:event")
     elif kind not in CHAT_KINDS:
         raise Rejected("enum:event")
+    else:
+        kind = WORDS[kind]
     if kind == "transfer":
         if sender != "system":
             raise Rejected("contradiction:transfer_sender")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import cast
 
 from streams.domain.attribution import OrderRec, Reply, attribute
 from streams.domain.facts import (
@@ -187,6 +189,16 @@ class Core:
                     ctx.buyer)
 
 
+# Shared read-only empties for a conversation's orders, ratings and ad days until their first
+# entry. Why: most conversations never get one, and three empty dicts of their own cost 192
+# bytes each (of ~2.5 KB an open conversation; docs/optimisations.md, session 12). Typed as the
+# dicts they stand in for; a write to one fails loudly (a mapping proxy is read-only), so each
+# writer makes the dict its own first (`if not self.orders: self.orders = {}`).
+NO_ORDERS = cast(dict[str, OrderRec], MappingProxyType({}))
+NO_RATINGS = cast(dict[tuple[str, int], tuple[int, bool]], MappingProxyType({}))
+NO_AD_DAYS = cast(dict[int, int], MappingProxyType({}))
+
+
 class Conversation:
     """De-duplication and reordering around `Core`; the unit stored per conversation key."""
 
@@ -200,9 +212,9 @@ class Conversation:
         self.buyer = buyer
         self.replies: list[Reply] = []  # human replies (ts, agent), for attribution
         self.frozen_before = -1  # orders before this lost replies to pruning: credit kept
-        self.orders: dict[str, OrderRec] = {}
-        self.ratings: dict[tuple[str, int], tuple[int, bool]] = {}  # (agent, ts) -> (score, sent)
-        self.ad_days: dict[int, int] = {}  # local day start -> first ad ts that day
+        self.orders = NO_ORDERS  # order id -> its record
+        self.ratings = NO_RATINGS  # (agent, ts) -> (score, sent)
+        self.ad_days = NO_AD_DAYS  # local day start -> first ad ts that day
         self.marks = Marks()  # resolution marks (see `resolution`)
         self.base = Core()
         self.head = self.base
@@ -250,6 +262,8 @@ class Conversation:
                 return True
             return False
         if have is None or f.ts < have:
+            if not self.ad_days:
+                self.ad_days = {}  # its own, not the shared empty
             self.ad_days[day] = f.ts
             return True
         return False
@@ -336,6 +350,8 @@ class Conversation:
         self.seen.add(ident)
         rec = self.orders.get(ev.order_id)
         if rec is None:
+            if not self.orders:
+                self.orders = {}  # its own, not the shared empty
             rec = self.orders[ev.order_id] = OrderRec()
         rec.apply(ev)
         self._emit_order(ev.order_id, rec, ctx, out)
@@ -345,6 +361,8 @@ class Conversation:
         key = (ev.agent_id, ev.ts)
         if key in self.ratings:
             return DUPLICATE
+        if not self.ratings:
+            self.ratings = {}  # its own, not the shared empty
         self.ratings[key] = (ev.score, False)
         self._emit_rating(key, ctx, out)
         if ev.resolved is not None:

@@ -23,7 +23,7 @@ from streams.domain import status
 from streams.domain.attribution import OrderRec
 from streams.domain.conversation import Conversation, Core, Ctx
 from streams.domain.facts import PENDING, PUT, Fact
-from streams.domain.model import ChatEvent
+from streams.domain.model import WORDS, ChatEvent
 from streams.domain.resolution import Marks
 
 
@@ -65,9 +65,13 @@ def decode(d: dict[str, Any], ctx: Ctx) -> Conversation:
         c.tail.append(((e.ts, e.message_id), e, made))
     c.head = head if c.tail else c.base
     c.replies = [(int(ts), str(a)) for ts, a in d.get("r", ())]
-    c.orders = {k: OrderRec.from_list(v, ctx.shop) for k, v in d.get("o", {}).items()}
-    c.ratings = {(str(a), int(ts)): (int(sc), bool(se)) for a, ts, sc, se in d.get("g", ())}
-    c.ad_days = {int(day): int(since) for day, since in d.get("ad", ())}
+    # Empty ones stay the shared empties `Conversation` starts with (its writers copy first).
+    if d.get("o"):
+        c.orders = {k: OrderRec.from_list(v, ctx.shop) for k, v in d["o"].items()}
+    if d.get("g"):
+        c.ratings = {(str(a), int(ts)): (int(sc), bool(se)) for a, ts, sc, se in d["g"]}
+    if d.get("ad"):
+        c.ad_days = {int(day): int(since) for day, since in d["ad"]}
     c.frozen_before = int(d.get("fz", -1))
     p = d.get("p")
     if p is not None:
@@ -96,4 +100,6 @@ def _event_to_list(e: ChatEvent) -> list[Any]:
 
 def _event_from_list(v: list[Any]) -> ChatEvent:
     resolved = v[8] if len(v) > 8 else None
-    return ChatEvent(v[0], v[1], v[2], v[3], v[4], int(v[5]), v[6], v[7], resolved)
+    words = WORDS  # the shared strings, as a decoded event holds them
+    return ChatEvent(v[0], v[1], v[2], words.get(v[3], v[3]), v[4], int(v[5]),
+                     words.get(v[6], v[6]), v[7], resolved)

@@ -20,6 +20,10 @@ OrderStatus = Literal["created", "paid", "refunded", "cancelled"]
 SENDERS: frozenset[str] = frozenset({"buyer", "agent", "bot", "system"})
 CHAT_KINDS: frozenset[str] = frozenset({"message", "transfer", "close"})
 ORDER_STATUSES: frozenset[str] = frozenset({"created", "paid", "refunded", "cancelled"})
+# Each sender and chat kind mapped to one shared string. Why: a decoded event's words are new
+# strings of their own, and a conversation keeps its recent events (the reorder tail; a quiet
+# conversation its last one until it is swept): two such words cost ~110 bytes an event.
+WORDS: dict[str, str] = {word: word for word in (*sorted(SENDERS), *sorted(CHAT_KINDS))}
 AgentStatus = Literal["online", "busy", "away", "offline"]
 # Agent statuses (kefu.agents), in export order; the index is the status code facts carry.
 STATUSES: tuple[str, ...] = ("online", "busy", "away", "offline")

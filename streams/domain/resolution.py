@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 from streams.domain.facts import CLOSE_MARK, DEL, MARK, PUT, SESSION_STARTED, Fact, stable_hash
 
@@ -27,6 +28,12 @@ Mark = tuple[str, int, int]  # (agent, ts, resolved 0/1)
 # lives for days, so this binds only a producer that opens thousands (it keeps the changelog
 # record small); past it the oldest sessions' marks are final.
 MAX_SESSIONS = 256
+# Shared read-only empties until a conversation's first close mark, vote or sent mark (most
+# open conversations have none; three empty dicts of their own cost 192 bytes). Writers make
+# the dict their own first; a write through one fails loudly (a mapping proxy is read-only).
+NO_CLOSES = cast(dict[int, Mark], MappingProxyType({}))
+NO_VOTES = cast(dict[tuple[str, int], int], MappingProxyType({}))
+NO_SENT = cast(dict[str, Mark], MappingProxyType({}))
 
 
 class Marks:
@@ -36,9 +43,9 @@ class Marks:
 
     def __init__(self) -> None:
         self.starts: list[int] = []  # session starts, sorted
-        self.closes: dict[int, Mark] = {}  # session start -> close mark
-        self.votes: dict[tuple[str, int], int] = {}  # (rated agent, ts) -> resolved 0/1
-        self.sent: dict[str, Mark] = {}  # session key -> the mark counted now
+        self.closes = NO_CLOSES  # session start -> close mark
+        self.votes = NO_VOTES  # (rated agent, ts) -> resolved 0/1
+        self.sent = NO_SENT  # session key -> the mark counted now
 
     def __bool__(self) -> bool:
         return bool(self.closes or self.votes or self.sent)
@@ -59,6 +66,8 @@ class Marks:
         mark = (f.agent, f.ts, f.a)
         if f.op == PUT:
             changed = self.closes.get(f.b) != mark
+            if not self.closes:
+                self.closes = {}  # its own, not the shared empty
             self.closes[f.b] = mark
             return changed
         if self.closes.get(f.b) == mark:
@@ -67,6 +76,8 @@ class Marks:
         return False
 
     def vote(self, agent: str, ts: int, resolved: bool) -> None:
+        if not self.votes:
+            self.votes = {}  # its own, not the shared empty
         self.votes[(agent, ts)] = int(resolved)
 
     def emit(self, shop: str, buyer: str, buyer_hash: int, is_ad: Callable[[int], bool],
@@ -92,6 +103,8 @@ class Marks:
                 out.append(Fact(DEL, MARK, shop, agent, _fid(shop, buyer, key), ts, resolved,
                                 buyer_hash))
                 del sent[key]
+        if want and not sent:
+            sent = self.sent = {}  # its own, not the shared empty
         for key, (agent, ts, resolved) in want.items():
             if key not in sent:
                 out.append(Fact(PUT, MARK, shop, agent, _fid(shop, buyer, key), ts, resolved,
@@ -128,9 +141,12 @@ class Marks:
         marks = Marks()
         starts, closes, votes, sent = v
         marks.starts = sorted(int(s) for s in starts)
-        marks.closes = {int(s): (str(a), int(ts), int(r)) for s, a, ts, r in closes}
-        marks.votes = {(str(a), int(ts)): int(r) for a, ts, r in votes}
-        marks.sent = {str(k): (str(a), int(ts), int(r)) for k, a, ts, r in sent}
+        if closes:  # empty ones stay the shared empties
+            marks.closes = {int(s): (str(a), int(ts), int(r)) for s, a, ts, r in closes}
+        if votes:
+            marks.votes = {(str(a), int(ts)): int(r) for a, ts, r in votes}
+        if sent:
+            marks.sent = {str(k): (str(a), int(ts), int(r)) for k, a, ts, r in sent}
         return marks
 
 

@@ -3,6 +3,7 @@ de-duplication and reorder tail, retention, and the changelog codec's round trip
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import orjson
@@ -12,6 +13,9 @@ from streams.domain.conversation import (
     ACCEPTED,
     DUPLICATE,
     LATE,
+    NO_AD_DAYS,
+    NO_ORDERS,
+    NO_RATINGS,
     ORDER_RETENTION_MS,
     Conversation,
     Core,
@@ -33,6 +37,7 @@ from streams.domain.facts import (
     Fact,
 )
 from streams.domain.model import ChatEvent, OrderEvent, RatingEvent
+from streams.domain.resolution import NO_CLOSES, NO_SENT, NO_VOTES
 from streams.domain.rules import Filters, ShopRules
 
 T0 = 1_731_290_000_000  # 2024-11-11 09:53 Asia/Shanghai
@@ -173,6 +178,35 @@ def test_orders_and_ratings_are_deduplicated_and_credited() -> None:
     assert conv.process_rating(rating, CTX, out) == ACCEPTED
     assert conv.process_rating(rating, CTX, out) == DUPLICATE
     assert [f.score for f in out if f.kind == RATING] == [5]
+
+
+def test_orders_ratings_and_ad_days_are_each_conversations_own_once_written() -> None:
+    """A conversation starts with shared read-only empties (memory: most never get an order, a
+    rating or an ad day); the first write makes its own, and no other conversation sees it."""
+    ctx = Ctx("shop", "buyer", RULES, Filters(ad_patterns=(re.compile("加微信"),)))
+    quiet, busy = Conversation("shop", "other"), Conversation("shop", "buyer")
+    feed(quiet, chat("q1", "buyer", T0))
+    out: list[Fact] = []
+    busy.process(ChatEvent("m1", "shop", "buyer", "buyer", None, T0, "message", "加微信"), ctx,
+                 out)
+    busy.process_order(OrderEvent("o1", "shop", "buyer", "created", Decimal(1), T0), ctx, out)
+    busy.process_rating(RatingEvent("shop", "buyer", "a1", 5, T0 + S), ctx, out)
+    assert list(busy.orders) == ["o1"] and list(busy.ratings) == [("a1", T0 + S)]
+    assert len(busy.ad_days) == 1
+    marked = Conversation("shop", "buyer")
+    feed(marked, chat("m1", "buyer", T0), chat("m2", "agent", T0 + S),
+         ChatEvent("m3", "shop", "buyer", "agent", "a1", T0 + 2 * S, "close", None, True))
+    marked.process_rating(RatingEvent("shop", "buyer", "a1", 4, T0 + 3 * S, True), CTX, out)
+    assert marked.marks.closes and marked.marks.votes and marked.marks.sent
+    empties = (NO_ORDERS, NO_RATINGS, NO_AD_DAYS, NO_CLOSES, NO_VOTES, NO_SENT)
+    assert not any(empties)  # never written through
+    for conv in (quiet, conversation_codec.decode(
+            orjson.loads(orjson.dumps(conversation_codec.encode(quiet))), CTX)):
+        assert (conv.orders, conv.ratings, conv.ad_days, conv.marks.closes, conv.marks.votes,
+                conv.marks.sent) == empties
+        assert conv.orders is NO_ORDERS and conv.ratings is NO_RATINGS
+        assert conv.ad_days is NO_AD_DAYS and conv.marks.closes is NO_CLOSES
+        assert conv.marks.votes is NO_VOTES and conv.marks.sent is NO_SENT
 
 
 # -- retention --------------------------------------------------------------------------------
