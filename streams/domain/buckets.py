@@ -41,11 +41,12 @@ _SALTS = {
 }
 
 
-# The shared empties of sealed summaries. Read-only: a sealed summary is never the target of
-# `merge` or `summarize_into` (those build fresh ones), and `merge` replaces an empty target
-# instead of growing it, so a sealed target would still come out right. Typed as the mutable
-# containers they stand in for, so that readers see one type; mutating one fails loudly
-# (a frozenset has no `add`, a tuple no `append`).
+# The shared empties of sealed summaries. Read-only. `summarize_into` is only given fresh
+# summaries; `merge` is also given a sealed target (a window prefix's summary grows by the
+# minute that just ended, `window_kpis.Prefix.extend`), which is right only because `merge`
+# replaces an empty target by a copy instead of growing it: keep it so. Typed as the mutable
+# containers they stand in for, so that readers see one type; mutating one fails loudly (a
+# frozenset has no `add`, a tuple no `append`).
 NO_BUYERS = cast(set[int], frozenset())
 NO_VALUES = cast(list[int], ())
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from streams.domain.buckets import NO_BUYERS, NO_VALUES, Bucket, Summary, record_key
 from streams.domain.facts import BUYER_MSG, ROUND
+from streams.domain.window_kpis import Prefix
 from tests.domain.strategies import PROPERTY_SETTINGS
 from tests.domain.test_window_kpis import summaries
 
@@ -61,7 +62,6 @@ def test_merging_sealed_and_fresh_summaries_is_their_union(
         target.merge(other)
     assert contents(target) == expected
     assert [contents(p) for p in parts[1:]] == kept  # merged from, never changed
-    assert frozenset() == NO_BUYERS and NO_VALUES == ()  # the shared empties stay empty
 
 
 @settings(PROPERTY_SETTINGS, max_examples=200)
@@ -86,3 +86,15 @@ def test_a_chat_only_minute_keeps_only_the_containers_it_fills() -> None:
         value = getattr(s, name)
         assert value or value is NO_BUYERS or value is NO_VALUES, name
     assert len({id(getattr(s, name)) for name in CONTAINERS}) == 4  # two own, two shared
+
+
+def test_a_prefix_of_nothing_grows_by_a_sealed_minute_into_lists_of_its_own() -> None:
+    """`Prefix.extend` merges into a sealed summary: its empties must be replaced, not grown."""
+    prefix = Prefix(Summary())
+    assert prefix.summary.rts is NO_VALUES and prefix.summary.replied is NO_BUYERS
+    minute = Summary(rts=[9_000, 3_000], frts=[3_000], replied={7}).seal()
+    prefix.extend(minute)
+    assert prefix.summary.rts == [3_000, 9_000] and prefix.summary.frts == [3_000]
+    assert prefix.summary.replied == {7} and prefix.received == {7}
+    assert prefix.summary.rts is not minute.rts and prefix.summary.replied is not minute.replied
+    assert minute.rts == [9_000, 3_000]  # the minute's own summary is left as it was
