@@ -189,6 +189,7 @@ class Core:
                     ctx.buyer)
 
 
+SEEN_SMALL = 8  # ids a conversation keeps in a tuple before a set (`Conversation._remember`)
 # Shared read-only empties for a conversation's orders, ratings and ad days until their first
 # entry. Why: most conversations never get one, and three empty dicts of their own cost 192
 # bytes each (of ~2.5 KB an open conversation; docs/optimisations.md, session 12). Typed as the
@@ -220,7 +221,7 @@ class Conversation:
         self.head = self.base
         self.tail: list[tuple[SortKey, ChatEvent, list[Fact]]] = []
         self.max_ts = -1
-        self.seen: set[str] = set()
+        self.seen: tuple[str, ...] | set[str] = ()  # ids taken, see `_remember`
         self.pending: Fact | None = None  # the pending record last emitted
         self.session: Fact | None = None  # the open-session record last emitted (`status`)
 
@@ -228,7 +229,7 @@ class Conversation:
         """Apply one arriving event; append the fact changes to `out`; return its outcome."""
         if ev.message_id in self.seen:
             return DUPLICATE
-        self.seen.add(ev.message_id)
+        self._remember(ev.message_id)
         start = len(out)
         outcome = self._process_chat(ev, ctx, out)
         ads_changed = marks_changed = False
@@ -251,6 +252,16 @@ class Conversation:
         if changed and (self.orders or self.ratings):
             self.reattribute(ctx, out, ads_changed)
         return outcome
+
+    def _remember(self, ident: str) -> None:
+        """Take an id for de-duplication: a tuple while there are few, a set past `SEEN_SMALL`.
+        Why: most conversations hold a handful of ids, and a set of one costs 216 bytes where a
+        tuple costs 64 (a set of eight 728, a tuple 120); a lookup in eight is still cheap."""
+        seen = self.seen
+        if isinstance(seen, set):
+            seen.add(ident)
+        else:
+            self.seen = (*seen, ident) if len(seen) < SEEN_SMALL else {*seen, ident}
 
     def _mark_ad_day(self, f: Fact, ctx: Ctx) -> bool:
         """Track ad days for orders and ratings (the state machine only knows the latest)."""
@@ -347,7 +358,7 @@ class Conversation:
         ident = f"\x00o{ev.order_id}\x1f{ev.status}\x1f{ev.ts}\x1f{ev.amount}"
         if ident in self.seen:
             return DUPLICATE
-        self.seen.add(ident)
+        self._remember(ident)
         rec = self.orders.get(ev.order_id)
         if rec is None:
             if not self.orders:

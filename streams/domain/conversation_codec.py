@@ -21,7 +21,7 @@ from typing import Any
 
 from streams.domain import status
 from streams.domain.attribution import OrderRec
-from streams.domain.conversation import Conversation, Core, Ctx
+from streams.domain.conversation import SEEN_SMALL, Conversation, Core, Ctx
 from streams.domain.facts import PENDING, PUT, Fact
 from streams.domain.model import WORDS, ChatEvent
 from streams.domain.resolution import Marks
@@ -56,7 +56,8 @@ def decode(d: dict[str, Any], ctx: Ctx) -> Conversation:
     c = Conversation(ctx.shop, ctx.buyer)
     c.base = Core(*d["b"])
     c.max_ts = int(d["m"])
-    c.seen = set(d["s"])
+    ids = d["s"]
+    c.seen = tuple(ids) if len(ids) <= SEEN_SMALL else set(ids)  # as `Conversation` keeps them
     head = c.base.copy()
     for row in d["t"]:
         e = _event_from_list(row)

@@ -7,6 +7,8 @@ import re
 from decimal import Decimal
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.domain import conversation_codec
 from streams.domain.conversation import (
@@ -17,6 +19,7 @@ from streams.domain.conversation import (
     NO_ORDERS,
     NO_RATINGS,
     ORDER_RETENTION_MS,
+    SEEN_SMALL,
     Conversation,
     Core,
     Ctx,
@@ -39,6 +42,7 @@ from streams.domain.facts import (
 from streams.domain.model import WORDS, ChatEvent, OrderEvent, RatingEvent
 from streams.domain.resolution import NO_CLOSES, NO_SENT, NO_VOTES
 from streams.domain.rules import Filters, ShopRules
+from tests.domain.strategies import PROPERTY_SETTINGS
 
 T0 = 1_731_290_000_000  # 2024-11-11 09:53 Asia/Shanghai
 S = 1000
@@ -136,6 +140,23 @@ def test_a_repeated_message_id_is_a_duplicate_and_changes_nothing() -> None:
     feed(conv, chat("m1", "buyer", T0))
     outcomes, out = feed(conv, chat("m1", "buyer", T0))
     assert outcomes == [DUPLICATE] and out == []
+
+
+@settings(PROPERTY_SETTINGS, max_examples=200)
+@given(st.lists(st.integers(0, 14), max_size=40))
+def test_a_repeated_id_is_a_duplicate_however_many_ids_are_kept(ids: list[int]) -> None:
+    """Ids are kept in a tuple while there are few and in a set past SEEN_SMALL (memory); the
+    outcome is the reference's either way, and after a round trip through the codec."""
+    conv, taken = Conversation("shop", "buyer"), set()
+    for i, n in enumerate(ids):
+        if i == len(ids) // 2:
+            record = orjson.loads(orjson.dumps(conversation_codec.encode(conv)))
+            conv = conversation_codec.decode(record, CTX)
+        outcome = conv.process(chat(f"m{n}", "buyer", T0 + i * S), CTX, [])
+        assert (outcome == DUPLICATE) == (n in taken)
+        taken.add(n)
+        assert set(conv.seen) == {f"m{k}" for k in taken}
+        assert isinstance(conv.seen, tuple) == (len(taken) <= SEEN_SMALL)
 
 
 def test_reordered_arrival_gives_the_facts_of_in_order_arrival() -> None:
