@@ -49,6 +49,9 @@ _SALTS = {
 # frozenset has no `add`, a tuple no `append`).
 NO_BUYERS = cast(set[int], frozenset())
 NO_VALUES = cast(list[int], ())
+# A summary's containers by kind: the lists of values and the sets of ids.
+VALUE_FIELDS = ("rts", "frts")
+BUYER_FIELDS = ("replied", "unanswered", "inquired", "ordered", "paid", "refunded", "ads")
 
 
 def record_key(kind: str, fid: int) -> int:
@@ -84,7 +87,9 @@ class Summary:
     def merge(self, o: Summary) -> None:
         """Add `o` into this summary. Empty parts of `o` are skipped (most are, on a chat-only
         day), and an empty part of this one is replaced by a copy, never grown: it may be the
-        shared empty of a sealed summary."""
+        shared empty of a sealed summary. Written out field by field on purpose: merges build
+        every window prefix, and a helper call per field cost 28 % more (37 against 29 µs for
+        60 minute summaries); `seal`, once per kept summary, loops over the field names."""
         if o.rts:
             if self.rts:
                 self.rts += o.rts
@@ -145,24 +150,12 @@ class Summary:
     def seal(self) -> Summary:
         """Replace the empty containers by the shared empties (see the module docstring); for
         summaries that are kept and only read from now on. Returns itself."""
-        if not self.rts:
-            self.rts = NO_VALUES
-        if not self.frts:
-            self.frts = NO_VALUES
-        if not self.replied:
-            self.replied = NO_BUYERS
-        if not self.unanswered:
-            self.unanswered = NO_BUYERS
-        if not self.inquired:
-            self.inquired = NO_BUYERS
-        if not self.ordered:
-            self.ordered = NO_BUYERS
-        if not self.paid:
-            self.paid = NO_BUYERS
-        if not self.refunded:
-            self.refunded = NO_BUYERS
-        if not self.ads:
-            self.ads = NO_BUYERS
+        for name in VALUE_FIELDS:
+            if not getattr(self, name):
+                setattr(self, name, NO_VALUES)
+        for name in BUYER_FIELDS:
+            if not getattr(self, name):
+                setattr(self, name, NO_BUYERS)
         return self
 
 

@@ -101,6 +101,6 @@ def _event_to_list(e: ChatEvent) -> list[Any]:
 
 def _event_from_list(v: list[Any]) -> ChatEvent:
     resolved = v[8] if len(v) > 8 else None
-    words = WORDS  # the shared strings, as a decoded event holds them
-    return ChatEvent(v[0], v[1], v[2], words.get(v[3], v[3]), v[4], int(v[5]),
-                     words.get(v[6], v[6]), v[7], resolved)
+    # sender and kind as the shared strings a freshly decoded event holds (model.WORDS)
+    return ChatEvent(v[0], v[1], v[2], WORDS.get(v[3], v[3]), v[4], int(v[5]),
+                     WORDS.get(v[6], v[6]), v[7], resolved)
