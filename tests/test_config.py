@@ -458,6 +458,7 @@ def test_settings_from_env(tmp_path: Path) -> None:
             "KEFU_SNAPSHOT_BUDGET": "0.2",
             "KEFU_GC_THRESHOLD": "0",
             "KEFU_HEAP_TRIM": "0",
+            "KEFU_QUIET_AFTER": "0",
             "KEFU_MAX_EVENT_BYTES": "131072",
             "KEFU_SECURITY_PROTOCOL": "sasl_ssl",
             "KEFU_SSL_CAFILE": str(ca),
@@ -480,7 +481,7 @@ def test_settings_from_env(tmp_path: Path) -> None:
     )
     assert (s.session_timeout_s, s.heartbeat_s, s.standby_replicas) == (30.0, 3.0, 1)
     assert (s.batch_max, s.snapshot_budget_s, s.max_event_bytes) == (500, 0.2, 131072)
-    assert s.gc_threshold == 0 and s.heap_trim_s == 0.0
+    assert s.gc_threshold == 0 and s.heap_trim_s == 0.0 and s.quiet_after_s == 0.0
     assert s.security_protocol == "SASL_SSL" and s.ssl_cafile == str(ca)
     assert (s.sasl_mechanism, s.sasl_username, s.sasl_password) == (
         "SCRAM-SHA-512",
@@ -525,6 +526,7 @@ def test_settings_empty_values_are_unset() -> None:
         ({"KEFU_GC_THRESHOLD": "-1"}, "KEFU_GC_THRESHOLD"),
         ({"KEFU_HEAP_TRIM": "-1"}, "KEFU_HEAP_TRIM"),
         ({"KEFU_HEAP_TRIM": "inf"}, "KEFU_HEAP_TRIM"),
+        ({"KEFU_QUIET_AFTER": "-5"}, "KEFU_QUIET_AFTER"),
         ({"KEFU_SNAPSHOT_BUDGET": "0"}, "KEFU_SNAPSHOT_BUDGET"),
         ({"KEFU_BATCH_MAX": "x"}, "KEFU_BATCH_MAX"),
         ({"KEFU_SNAPSHOT_BUDGET": "nan"}, "KEFU_SNAPSHOT_BUDGET"),

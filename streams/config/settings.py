@@ -60,6 +60,10 @@ class Settings:
     # Seconds between returns of freed heap to the OS under steady load; also done once a
     # burst ends (streams.heap; 0 = never).
     heap_trim_s: float = 60.0
+    # Seconds a conversation stays decoded after a batch last wrote it; then it is kept as its
+    # changelog record's bytes (~600 B instead of ~2.5 KB) until an event wakes it
+    # (streams.pipeline.conversation_table; 0 = at the next tick).
+    quiet_after_s: float = 300.0
     max_event_bytes: int = 65536
     # Cardinality bound per worker (see streams.domain.limits and the README on sizing).
     max_agents: int = 5000
@@ -126,6 +130,7 @@ class Settings:
             fetch_wait_s=e.number("KEFU_FETCH_WAIT", cls.fetch_wait_s),
             gc_threshold=e.integer("KEFU_GC_THRESHOLD", cls.gc_threshold, 0, 100_000_000),
             heap_trim_s=e.number("KEFU_HEAP_TRIM", cls.heap_trim_s, zero=True),
+            quiet_after_s=e.number("KEFU_QUIET_AFTER", cls.quiet_after_s, zero=True),
             max_event_bytes=e.integer("KEFU_MAX_EVENT_BYTES", cls.max_event_bytes, 256, 1 << 30),
             max_agents=e.integer("KEFU_MAX_AGENTS", cls.max_agents, 1, 1_000_000),
             max_shops=e.integer("KEFU_MAX_SHOPS", cls.max_shops, 1, 1_000_000),

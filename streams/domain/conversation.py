@@ -49,6 +49,19 @@ LATE = "late"
 SortKey = tuple[int, str]
 
 
+def expires_at(seen_ms: int, orders_last_ms: int | None, rules: ShopRules) -> int:
+    """When a conversation can be forgotten, from its `Conversation.activity`: no chat or rating
+    for two attribution windows (de-duplication and late orders need that long), and no order
+    event for `ORDER_RETENTION_MS` (refunds come weeks later). Ratings count as events: a
+    conversation that holds only a rating (read before its chat) is not idle since the epoch,
+    or its vote would be forgotten at once. Nothing new can make it earlier, so a compact
+    conversation is decoded for expiry only once this has passed."""
+    due = seen_ms + 2 * rules.attribution_window_ms
+    if orders_last_ms is None:
+        return due
+    return max(due, max(seen_ms, orders_last_ms) + ORDER_RETENTION_MS)
+
+
 @dataclass(slots=True)
 class Ctx:
     """What a conversation needs to know about its shop, resolved once per batch."""
@@ -444,15 +457,16 @@ class Conversation:
     # -- retention -------------------------------------------------------------------------------
 
     def expired(self, now_ms: int, rules: ShopRules) -> bool:
-        """Nothing can change any more: no event for two attribution windows (de-duplication
-        and late orders need that long), and no order event for `ORDER_RETENTION_MS` (refunds
-        come weeks later). Ratings count as events: a conversation that holds only a rating (read
-        before its chat) is not idle since the epoch, or its vote would be forgotten at once."""
+        """Nothing can change any more (see `expires_at`)."""
+        return now_ms >= expires_at(*self.activity(), rules)
+
+    def activity(self) -> tuple[int, int | None]:
+        """(newest chat or rating ts, newest order event ts or None without orders): all that
+        retention looks at, so a conversation kept in compact form keeps just these two."""
         seen = max([self.max_ts, *(ts for _, ts in self.ratings)])
-        last = max([seen, *(rec.last for rec in self.orders.values())])
-        if now_ms - seen < 2 * rules.attribution_window_ms:
-            return False
-        return not self.orders or now_ms - last >= ORDER_RETENTION_MS
+        if not self.orders:
+            return seen, None
+        return seen, max(rec.last for rec in self.orders.values())
 
     def close_out(self, ctx: Ctx, now_ms: int, out: list[Fact]) -> None:
         """Before forgetting the conversation: a round still pending has waited too long on its

@@ -7,7 +7,7 @@ The runtime keeps the conversations in a Faust table's store; this module does n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from streams.domain import status
 from streams.domain.conversation import ACCEPTED, DUPLICATE, LATE, Conversation, Ctx
@@ -55,14 +55,20 @@ class ConversationStage:
             ("ratings", self.rating_outcomes), ("agents", self.status_outcomes),
         ]
 
-    def expire(self, now_ms: int) -> tuple[list[Fact], list[str]]:
+    def expire(
+        self, now_ms: int, candidates: Iterable[tuple[str, Conversation]] | None = None,
+    ) -> tuple[list[Fact], list[str]]:
         """Close out and forget conversations nothing can change any more.
 
-        Returns the closing facts and the keys to delete (send the facts first).
+        `candidates`: the (key, conversation) pairs to look at, when the store knows that the
+        others cannot have expired yet (conversations kept in compact form are not decoded for
+        this); by default every conversation. Returns the closing facts and the keys to delete
+        (send the facts first).
         """
         facts: list[Fact] = []
         gone: list[str] = []
-        for key, conv in list(self.conversations.items()):
+        pairs = self.conversations.items() if candidates is None else candidates
+        for key, conv in list(pairs):
             ctx = self.ctx(conv.shop, conv.buyer)
             if conv.expired(now_ms, ctx.rules):
                 conv.close_out(ctx, now_ms, facts)

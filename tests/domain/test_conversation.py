@@ -23,6 +23,7 @@ from streams.domain.conversation import (
     Conversation,
     Core,
     Ctx,
+    expires_at,
 )
 from streams.domain.facts import (
     AGENT_MSG,
@@ -241,6 +242,45 @@ def test_expiry_waits_two_attribution_windows_and_order_retention() -> None:
     conv.process_order(OrderEvent("o1", "shop", "buyer", "created", Decimal(1), T0), CTX, [])
     assert not conv.expired(T0 + 2 * window, RULES), "refunds of its orders may still come"
     assert conv.expired(T0 + ORDER_RETENTION_MS, RULES)
+
+
+def _expired_reference(conv: Conversation, now_ms: int, rules: ShopRules) -> bool:
+    """The retention rule as docs/kpis.md states it, written out apart from the code."""
+    events = [conv.max_ts, *(ts for _, ts in conv.ratings)]
+    if now_ms - max(events) < 2 * rules.attribution_window_ms:
+        return False  # a chat or rating in the last two attribution windows
+    if not conv.orders:
+        return True
+    last_order = max([*events, *(rec.last for rec in conv.orders.values())])
+    return now_ms - last_order >= ORDER_RETENTION_MS
+
+
+@settings(PROPERTY_SETTINGS, max_examples=300)
+@given(chats=st.lists(st.integers(0, 10 * 86_400), max_size=3),
+       orders=st.lists(st.integers(0, 40 * 86_400), max_size=3),
+       ratings=st.lists(st.integers(0, 10 * 86_400), max_size=2),
+       window_h=st.integers(1, 48), later=st.integers(0, 80 * 86_400))
+def test_expires_at_is_the_first_instant_the_retention_rule_lets_go(
+    chats: list[int], orders: list[int], ratings: list[int], window_h: int, later: int
+) -> None:
+    """`expires_at` (what a conversation kept in compact form is decoded for) against the rule
+    itself: expired exactly from that instant on, never a millisecond before."""
+    rules = ShopRules(attribution_window_ms=window_h * 3_600_000)
+    ctx = Ctx("shop", "buyer", rules, Filters())
+    conv = Conversation("shop", "buyer")
+    for i, seconds in enumerate(chats):
+        conv.process(chat(f"m{i}", "buyer", T0 + seconds * S), ctx, [])
+    for i, seconds in enumerate(orders):
+        conv.process_order(OrderEvent(f"o{i}", "shop", "buyer", "created", Decimal(1),
+                                      T0 + seconds * S), ctx, [])
+    for seconds in ratings:
+        conv.process_rating(RatingEvent("shop", "buyer", "a1", 4, T0 + seconds * S, False),
+                            ctx, [])
+    due = expires_at(*conv.activity(), rules)
+    assert _expired_reference(conv, due, rules)
+    assert not _expired_reference(conv, due - 1, rules)
+    now = T0 + later * S
+    assert conv.expired(now, rules) == _expired_reference(conv, now, rules)
 
 
 def test_close_out_materializes_the_unanswered_crossing_and_retracts_waiting() -> None:

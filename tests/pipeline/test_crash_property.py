@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from streams import failpoints
 from streams.config import Config, Settings, default_config
+from streams.domain.conversation import Conversation
 from streams.domain.model import ChatEvent
 from streams.domain.rules import AgentInfo, Lines, ShopRules
 from streams.pipeline.partitioning import partition_of
@@ -132,9 +133,13 @@ def _wire(e: ChatEvent) -> bytes:
 
 
 async def run_worker(log: Log, config: Config, round_size: int, commit_every: int,
-                     sink: LogSink) -> Runtime:
-    """One worker's life: restore, then rounds until the log is read (or a failpoint raises)."""
-    rt = Runtime(Settings(clock="event"), config, PARTITIONS)
+                     sink: LogSink, compact: bool = False) -> Runtime:
+    """One worker's life: restore, then rounds until the log is read (or a failpoint raises).
+
+    With `compact`, every conversation goes to compact form at each tick (`quiet_after_s=0`)
+    and is decoded again by the next round that touches it."""
+    quiet_after_s = 0.0 if compact else Settings.quiet_after_s
+    rt = Runtime(Settings(clock="event", quiet_after_s=quiet_after_s), config, PARTITIONS)
     rt.progress.min_interval_s = 0  # a report at every tick: these ticks are microseconds apart
     names = rt.names
     rt.use_table(log.table(names.conv_changelog))
@@ -169,11 +174,14 @@ async def run_worker(log: Log, config: Config, round_size: int, commit_every: in
         rt.health.backlog = {part: len(log.topics[names.chat][part]) - read[(names.chat, part)]
                              for part in range(PARTITIONS)}
         await rt.tick(sink)
+    if compact:  # the last tick came after the last round: nothing is left decoded
+        store = rt.stage1.conversations.store  # type: ignore[attr-defined]
+        assert not [key for key, value in store.items() if isinstance(value, Conversation)]
     return rt
 
 
 async def crash_and_restart(scn: Scenario, round_size: int, commit_every: int,
-                            crash: str | None, seed: int) -> None:
+                            crash: str | None, seed: int, compact: bool = False) -> None:
     """Run a worker until `crash` (a failpoint spec) fires, restart one, compare with the oracle.
 
     The monotone SLO counters are compared too: the driver ticks with the real chat backlog,
@@ -190,7 +198,7 @@ async def crash_and_restart(scn: Scenario, round_size: int, commit_every: int,
     crashed = False
     sink = LogSink(log, seed)
     try:
-        await run_worker(log, config, round_size, commit_every, sink)
+        await run_worker(log, config, round_size, commit_every, sink, compact)
     except failpoints.FailpointError:
         crashed = True
     finally:
@@ -200,7 +208,8 @@ async def crash_and_restart(scn: Scenario, round_size: int, commit_every: int,
         CRASHES[crash.partition("=")[0]] += crashed
     note(f"crash {crash}: {crashed}; committed {log.committed}")
     note("events:\n" + describe(scn.events, scn.first_ts))
-    rt = await run_worker(log, config, round_size, commit_every, LogSink(log, seed + 1))
+    rt = await run_worker(log, config, round_size, commit_every, LogSink(log, seed + 1),
+                          compact)
     now = scn.last_ts
     rt.aggs.advance(now)
     rt.aggs.expire(now)
@@ -212,11 +221,15 @@ async def crash_and_restart(scn: Scenario, round_size: int, commit_every: int,
 
 @settings(SETTINGS, max_examples=300)
 @given(scn=scenarios(), round_size=st.integers(1, 6), commit_every=st.integers(1, 4),
-       point=st.sampled_from(POINTS), hit=st.integers(1, 5), seed=st.integers(0, 2**16))
+       point=st.sampled_from(POINTS), hit=st.integers(1, 5), seed=st.integers(0, 2**16),
+       compact=st.booleans())
 async def test_a_crash_at_any_boundary_loses_and_doubles_nothing(
-    scn: Scenario, round_size: int, commit_every: int, point: str, hit: int, seed: int
+    scn: Scenario, round_size: int, commit_every: int, point: str, hit: int, seed: int,
+    compact: bool,
 ) -> None:
-    await crash_and_restart(scn, round_size, commit_every, f"{point}=raise@{hit}", seed)
+    """With `compact`, every conversation is also kept in compact form between rounds."""
+    await crash_and_restart(scn, round_size, commit_every, f"{point}=raise@{hit}", seed,
+                            compact)
 
 
 def test_the_property_crashed_at_every_boundary() -> None:
