@@ -18,7 +18,7 @@ simulated busy day touch a conversation quiet for five minutes), and each costs 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -61,15 +61,13 @@ class ConversationTable(MutableMapping[str, Conversation]):
 
     Reads and writes touch only the local store; the changelog is written by the runtime,
     eagerly serialized, so what reaches Kafka is exactly the state at the end of the batch.
-    `now_ms` is the runtime's clock: a conversation is quiet once it has not been written for
-    `compact`'s `quiet_ms` of it.
+    The runtime says when a batch wrote conversations (`mark_written`, on its clock once the
+    batch's events moved it); `compact` keeps those not written since a line in compact form.
     """
 
-    def __init__(self, store: MutableMapping[str, Any], stage: ConversationStage,
-                 now_ms: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, store: MutableMapping[str, Any], stage: ConversationStage) -> None:
         self.store = store
         self.stage = stage
-        self.now_ms = now_ms
         # Live conversations by when a batch last wrote them, oldest first: a write moves the
         # key to the end, so `compact` only ever looks at the front.
         self.written: dict[str, int] = {}
@@ -86,9 +84,6 @@ class ConversationTable(MutableMapping[str, Conversation]):
 
     def __setitem__(self, key: str, value: Conversation) -> None:
         self.store[key] = value
-        written = self.written
-        written.pop(key, None)
-        written[key] = self.now_ms()
 
     def __delitem__(self, key: str) -> None:
         del self.store[key]
@@ -99,6 +94,13 @@ class ConversationTable(MutableMapping[str, Conversation]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def mark_written(self, keys: Iterable[str], now_ms: int) -> None:
+        """These live conversations were written at `now_ms`: the newest, for `compact`."""
+        written = self.written
+        for key in keys:
+            written.pop(key, None)
+            written[key] = now_ms
 
     def _decode(self, value: Any) -> Conversation:
         value = stored(value)
@@ -139,7 +141,8 @@ class ConversationTable(MutableMapping[str, Conversation]):
             elif isinstance(value, Quiet):
                 if now_ms >= expires_at(value.seen_ms, value.orders_last_ms,
                                         rules_for(value.shop)):
-                    out.append((key, self[key]))
+                    out.append((key, self[key]))  # decoded: live now, so expiry or
+                    self.mark_written([key], now_ms)  # a later compaction deals with it
             elif value is not None and not outbox.is_marker(key):
                 conv = self._decode(value)
                 seen, orders_last = conv.activity()
@@ -149,5 +152,6 @@ class ConversationTable(MutableMapping[str, Conversation]):
                     store[key] = Quiet(right_sized(raw), conv.shop, seen, orders_last)
                 else:
                     self[key] = conv
+                    self.mark_written([key], now_ms)
                     out.append((key, conv))
         return out

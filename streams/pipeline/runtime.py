@@ -182,8 +182,7 @@ class Runtime(InputStage):
 
     def use_table(self, store: MutableMapping[str, Any]) -> None:
         """Keep conversations in the Faust table's local store (recovered by Faust)."""
-        self.stage1.conversations = ConversationTable(  # type: ignore[assignment]
-            store, self.stage1, self.clock.now_ms)
+        self.stage1.conversations = ConversationTable(store, self.stage1)  # type: ignore[assignment]
 
     # -- stage 2: facts → per-agent aggregates ---------------------------------------------------
 
@@ -370,7 +369,7 @@ class Runtime(InputStage):
             self._swept_minute = minute
             await self.sweep_conversations(now, sink)
         await self.clear_outboxes(sink)
-        await self.compact_conversations(now)
+        self.compact_when_idle(now)
         budget = self.snapshot_budget()
         deadline = time.perf_counter() + budget
         quiet, self._tick_now = now == self._tick_now, now

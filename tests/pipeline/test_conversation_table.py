@@ -42,13 +42,17 @@ def table() -> tuple[ConversationTable, ConversationStage, Clock, dict[str, Any]
     stage = ConversationStage(lambda _shop: RULES, Filters())
     store: dict[str, Any] = {}
     clock = Clock()
-    convs = ConversationTable(store, stage, clock)
+    convs = ConversationTable(store, stage)
     stage.conversations = convs  # type: ignore[assignment]
+    stage.clock = clock  # type: ignore[attr-defined]  # read by `run`, as the runtime does
     return convs, stage, clock, store
 
 
 def run(stage: ConversationStage, *events: InputEvent) -> list[Fact]:
-    facts, _ = stage.process_batch(events)
+    """A batch, and (on a table) its writes marked at the clock's *now*, as the runtime does."""
+    facts, touched = stage.process_batch(events)
+    if isinstance(stage.conversations, ConversationTable):
+        stage.conversations.mark_written(touched, stage.clock())  # type: ignore[attr-defined]
     return facts
 
 

@@ -421,3 +421,33 @@ async def test_status_seconds_reach_the_last_now_for_agents_without_new_facts() 
         await rt.tick(sink)
         seen = rt.snapshots[("s", "a1")].status_seconds["today"]["online"]
         assert seen == (later - online_at if offset == 2 else ms + later - online_at) / 1000
+
+
+async def test_quiet_conversations_are_compacted_after_a_batch_or_by_an_idle_tick() -> None:
+    """KEFU_QUIET_AFTER: a conversation no batch wrote for that long is kept as its record's
+    bytes, at the end of a batch (which holds stage 1's lock anyway) or by a tick that finds
+    nothing waiting and the lock free. A tick never waits for the lock: that would hold the
+    snapshot refresh up behind a whole batch (the latency phase saw p50 +0.2 s)."""
+    rt = Runtime(Settings(clock="event", quiet_after_s=60), default_config(), partitions=4)
+    store: dict[str, Any] = {}
+    rt.use_table(store)
+    sink = RecordingSink()
+    for offset, (buyer, after_ms) in enumerate((("b1", 0), ("b2", 30_000), ("b3", 61_000))):
+        value = chat(f"m{offset}", "buyer", T0 + after_ms, buyer=buyer)
+        await rt.on_input_batch([rec(value, key=f"s:{buyer}".encode(), offset=offset)], sink)
+
+    def forms() -> dict[str, str]:
+        return {key.rpartition(":")[2]: type(value).__name__ for key, value in store.items()
+                if not outbox.is_marker(key)}
+
+    # *now* T0 + 61 s: b1 (written at T0) went at the end of the last batch, b2 (T0 + 30 s) not
+    assert forms() == {"b1": "Quiet", "b2": "Conversation", "b3": "Conversation"}
+    rt.clock.observe(T0 + 95_000)
+    now = rt.clock.now_ms()
+    rt.health.backlog = {0: 5}
+    assert rt.compact_when_idle(now) == 0  # input waiting: the events first
+    rt.health.backlog = {}
+    async with rt.stage1_lock:
+        assert rt.compact_when_idle(now) == 0  # a batch in progress: not now, and no waiting
+    assert rt.compact_when_idle(now) == 1
+    assert forms() == {"b1": "Quiet", "b2": "Quiet", "b3": "Conversation"}
