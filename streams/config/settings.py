@@ -62,7 +62,7 @@ class Settings:
     heap_trim_s: float = 60.0
     # Seconds a conversation stays decoded after a batch last wrote it; then it is kept as its
     # changelog record's bytes (~600 B instead of ~2.5 KB) until an event wakes it
-    # (streams.pipeline.conversation_table; 0 = at the next tick).
+    # (streams.pipeline.conversation_table; 0 = at the end of the batch that wrote it).
     quiet_after_s: float = 300.0
     max_event_bytes: int = 65536
     # Cardinality bound per worker (see streams.domain.limits and the README on sizing).

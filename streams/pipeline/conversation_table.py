@@ -9,10 +9,11 @@ A store value is one of three forms:
 Why the compact form: a conversation outlives its last message by two attribution windows
 (48 h by default: late orders and duplicates still find it), and as objects it held ~2.5 KB, a
 little over half of the heap a day of events leaves behind (~920 B per event in-process,
-docs/optimisations.md, session 13). As its record's bytes it holds ~600 B, and none of them are
-objects the cyclic collector scans. Decoding is exactly what recovery does, so a conversation
-woken by a late order behaves as it would after a restart; few are (0.14 % of the events of a
-simulated busy day touch a conversation quiet for five minutes), and each costs ~50-100 µs.
+docs/optimisations.md, session 13). As its record's bytes it holds ~600 B, and one object
+the cyclic collector scans instead of ~35. Decoding is exactly what recovery does, so a
+conversation woken by a late order behaves as it would after a restart; few are (0.14 % of
+the events of a simulated busy day touch a conversation quiet for five minutes), and each
+costs ~50-100 µs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from streams.pipeline import outbox
 class Quiet(NamedTuple):
     """A conversation nothing touched for a while: its record, and when it may expire.
 
-    A tuple of plain values, so the collector stops tracking it after one look."""
+    (A tuple subclass stays tracked by the collector: one object per quiet conversation.)"""
 
     raw: bytes  # its changelog record (without an outbox: its facts were delivered)
     shop: str
@@ -80,6 +81,13 @@ class ConversationTable(MutableMapping[str, Conversation]):
             raise KeyError(key)
         conv = self._decode(value.raw if isinstance(value, Quiet) else value)
         self.store[key] = conv
+        # Live again: keep it known to `compact` even if no batch writes it (any reader of the
+        # mapping decodes). At the newest time known, so `written` stays in order; a batch
+        # that writes it marks it at its own time.
+        written = self.written
+        newest = next(reversed(written.values()), 0)
+        written.pop(key, None)
+        written[key] = newest
         return conv
 
     def __setitem__(self, key: str, value: Conversation) -> None:
@@ -111,19 +119,20 @@ class ConversationTable(MutableMapping[str, Conversation]):
         """Keep live conversations last written at or before `quiet_before_ms` as `Quiet` ones,
         oldest first, until `deadline` (a `time.perf_counter` value). Returns how many."""
         written, store = self.written, self.store
-        done = 0
+        done = looked = 0
         while written:
             key = next(iter(written))
             if written[key] > quiet_before_ms:
                 break
             del written[key]
-            conv = store.get(key)
+            conv = store.get(key)  # gone (expired, or a partition revoked): only forgotten here
             if isinstance(conv, Conversation):
                 raw = right_sized(orjson.dumps(conversation_codec.encode(conv)))
                 store[key] = Quiet(raw, conv.shop, *conv.activity())
                 done += 1
-                if not done % 16 and time.perf_counter() > deadline:
-                    break
+            looked += 1
+            if not looked % 16 and time.perf_counter() > deadline:
+                break
         return done
 
     def expiry_candidates(self, now_ms: int, quiet_before_ms: int,
@@ -148,8 +157,10 @@ class ConversationTable(MutableMapping[str, Conversation]):
                 seen, orders_last = conv.activity()
                 if max(seen, orders_last or seen) <= quiet_before_ms and not conv.expired(
                         now_ms, rules_for(conv.shop)):
-                    raw = value if isinstance(value, bytes) else orjson.dumps(stored(value))
-                    store[key] = Quiet(right_sized(raw), conv.shop, seen, orders_last)
+                    record = stored(value)
+                    record.pop(outbox.FIELD, None)  # re-sent at recovery; ~40 % of a record
+                    store[key] = Quiet(right_sized(orjson.dumps(record)), conv.shop, seen,
+                                       orders_last)
                 else:
                     self[key] = conv
                     self.mark_written([key], now_ms)

@@ -59,7 +59,7 @@ OUTBOX_EVENTS_MAX = 500
 # the lock free with nothing waiting (what a catch-up left live, within seconds). A tick never
 # waits for the lock: that would hold up the snapshot refresh behind a whole batch.
 COMPACT_BATCH_BUDGET_S = 0.003
-COMPACT_IDLE_BUDGET_S = 0.1
+COMPACT_IDLE_BUDGET_S = 0.03  # not yielding meanwhile: pages and heartbeats wait that long
 Decoder = Callable[[bytes, int], InputEvent]
 DECODERS: dict[str, Decoder] = {
     "chat": decode_chat, "orders": decode_order, "ratings": decode_rating,
@@ -301,7 +301,8 @@ class InputStage:
     def compact_when_idle(self, now: int) -> int:
         """A tick's share of `_compact`: only with nothing waiting and stage 1's lock free."""
         health = self.health
-        waiting = sum(health.backlog.values()) + sum(health.facts_backlog.values())
+        waiting = (sum(health.backlog.values()) + sum(health.facts_backlog.values())
+                   + sum(health.rekey_backlog.values()))
         if waiting or self.stage1_lock.locked():
             return 0
         return self._compact(now, COMPACT_IDLE_BUDGET_S)  # nothing awaited: the lock stays free

@@ -94,6 +94,11 @@ def test_only_conversations_no_batch_wrote_since_the_line_are_compacted_oldest_f
     assert kinds == {"b1": "Conversation", "b2": "Quiet", "b3": "Quiet"}
     assert list(convs.written) == [next(k for k in store if k.endswith("b1"))]
     assert convs.compact(T0 + 2 * S, deadline=float("inf")) == 0
+    b3 = next(k for k in store if k.endswith("b3"))
+    assert isinstance(convs[b3], Conversation)  # decoded by a reader, not a batch: still
+    assert list(convs.written) == [store_key for store_key in store if store_key.endswith(
+        ("b1", "b3"))] and convs.written[b3] == T0 + 3 * S  # known, at the newest time
+    assert convs.compact(T0 + 3 * S, deadline=float("inf")) == 2
 
 
 def test_expiry_decodes_a_quiet_conversation_only_once_it_is_due() -> None:
@@ -118,11 +123,14 @@ def test_restored_records_stay_compact_when_quiet_and_come_alive_when_not() -> N
     convs, _stage, _clock, store = table()
     twin = ConversationStage(lambda _shop: RULES, Filters())
     run(twin, chat("m1", "b1", "buyer", T0), chat("m2", "b2", "buyer", T0 + 60 * S))
-    for key, conv in twin.conversations.items():  # as a bulk restore leaves them: raw bytes
-        store[key] = orjson.dumps({**conversation_codec.encode(conv), outbox.FIELD: []})
+    for key, conv in twin.conversations.items():  # as a bulk restore leaves them: raw bytes,
+        row = ["a1", 1, "b", 7, T0, 0, 0]  # with an outbox (re-sent at recovery, not kept)
+        store[key] = orjson.dumps({**conversation_codec.encode(conv), outbox.FIELD: [row]})
     candidates = convs.expiry_candidates(T0 + 90 * S, T0 + 30 * S, lambda _shop: RULES)
     by_buyer = {key.rpartition(":")[2]: key for key in store}
-    assert isinstance(store[by_buyer["b1"]], Quiet)  # quiet since T0, before the line
+    quiet = store[by_buyer["b1"]]
+    assert isinstance(quiet, Quiet)  # quiet since T0, before the line
+    assert orjson.loads(quiet.raw) == record(twin.conversations[by_buyer["b1"]])  # no outbox
     assert [key for key, _ in candidates] == [by_buyer["b2"]]
     assert isinstance(store[by_buyer["b2"]], Conversation) and by_buyer["b2"] in convs.written
     for buyer, key in by_buyer.items():

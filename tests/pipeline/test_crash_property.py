@@ -136,8 +136,8 @@ async def run_worker(log: Log, config: Config, round_size: int, commit_every: in
                      sink: LogSink, compact: bool = False) -> Runtime:
     """One worker's life: restore, then rounds until the log is read (or a failpoint raises).
 
-    With `compact`, every conversation goes to compact form at each tick (`quiet_after_s=0`)
-    and is decoded again by the next round that touches it."""
+    With `compact`, every conversation goes to compact form after each batch that wrote it
+    (`quiet_after_s=0`) and is decoded again by the next round that touches it."""
     quiet_after_s = 0.0 if compact else Settings.quiet_after_s
     rt = Runtime(Settings(clock="event", quiet_after_s=quiet_after_s), config, PARTITIONS)
     rt.progress.min_interval_s = 0  # a report at every tick: these ticks are microseconds apart
