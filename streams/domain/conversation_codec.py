@@ -51,6 +51,18 @@ def identity(d: dict[str, Any]) -> tuple[str, str]:
     return str(d["k"][0]), str(d["k"][1])
 
 
+def activity(d: dict[str, Any]) -> tuple[int, int | None]:
+    """`Conversation.activity` of a record without decoding it: expiry and compaction read
+    this of every record restored after a start (a full decode replays the tail too)."""
+    seen = max([int(d["m"]), *(int(row[1]) for row in d.get("g", ()))])
+    orders = d.get("o")
+    if not orders:
+        return seen, None
+    # OrderRec.last of each, from its `to_list` row: first, paid, cancelled, refunds.
+    return seen, max(max([int(v[1]), int(v[2]), int(v[5]), *(int(r[0]) for r in v[4])])
+                     for v in orders.values())
+
+
 def decode(d: dict[str, Any], ctx: Ctx) -> Conversation:
     """The conversation `encode` wrote; the tail is replayed to rebuild `head`."""
     c = Conversation(ctx.shop, ctx.buyer)

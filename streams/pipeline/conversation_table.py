@@ -139,9 +139,9 @@ class ConversationTable(MutableMapping[str, Conversation]):
                           rules_for: Callable[[str], ShopRules]
                           ) -> list[tuple[str, Conversation]]:
         """The conversations `ConversationStage.expire` must look at: every live one, and the
-        quiet ones whose `expires_at` has passed (decoded). Restored records are decoded once
-        here; those that are not due stay as `Quiet` ones when their last activity is at or
-        before `quiet_before_ms`, else live."""
+        quiet ones whose `expires_at` has passed (decoded). Of a restored record only its times
+        are read (`conversation_codec.activity`): one not due whose last activity is at or
+        before `quiet_before_ms` stays bytes as a `Quiet` one; the others are decoded."""
         out: list[tuple[str, Conversation]] = []
         store = self.store
         for key, value in list(store.items()):
@@ -153,15 +153,17 @@ class ConversationTable(MutableMapping[str, Conversation]):
                     out.append((key, self[key]))  # decoded: live now, so expiry or
                     self.mark_written([key], now_ms)  # a later compaction deals with it
             elif value is not None and not outbox.is_marker(key):
-                conv = self._decode(value)
-                seen, orders_last = conv.activity()
-                if max(seen, orders_last or seen) <= quiet_before_ms and not conv.expired(
-                        now_ms, rules_for(conv.shop)):
-                    record = stored(value)
+                record = stored(value)  # restored: its times read without decoding it
+                seen, orders_last = conversation_codec.activity(record)
+                shop = conversation_codec.identity(record)[0]
+                last = seen if orders_last is None else max(seen, orders_last)
+                if last <= quiet_before_ms and now_ms < expires_at(seen, orders_last,
+                                                                   rules_for(shop)):
                     record.pop(outbox.FIELD, None)  # re-sent at recovery; ~40 % of a record
-                    store[key] = Quiet(right_sized(orjson.dumps(record)), conv.shop, seen,
+                    store[key] = Quiet(right_sized(orjson.dumps(record)), shop, seen,
                                        orders_last)
                 else:
+                    conv = self._decode(record)
                     self[key] = conv
                     self.mark_written([key], now_ms)
                     out.append((key, conv))

@@ -276,6 +276,8 @@ def test_expires_at_is_the_first_instant_the_retention_rule_lets_go(
     for seconds in ratings:
         conv.process_rating(RatingEvent("shop", "buyer", "a1", 4, T0 + seconds * S, False),
                             ctx, [])
+    stored = orjson.loads(orjson.dumps(conversation_codec.encode(conv)))
+    assert conversation_codec.activity(stored) == conv.activity()  # read without decoding
     due = expires_at(*conv.activity(), rules)
     assert _expired_reference(conv, due, rules)
     assert not _expired_reference(conv, due - 1, rules)
