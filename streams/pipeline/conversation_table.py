@@ -57,6 +57,11 @@ def right_sized(data: bytes) -> bytes:
     return bytes(memoryview(data))
 
 
+def _quiet(record: dict[str, Any], shop: str, seen_ms: int, orders_last_ms: int | None) -> Quiet:
+    """A `Quiet` conversation of its changelog record (a JSON-able dict without an outbox)."""
+    return Quiet(right_sized(orjson.dumps(record)), shop, seen_ms, orders_last_ms)
+
+
 class ConversationTable(MutableMapping[str, Conversation]):
     """Conversations kept in the Faust table's store, decoded when touched.
 
@@ -127,8 +132,8 @@ class ConversationTable(MutableMapping[str, Conversation]):
             del written[key]
             conv = store.get(key)  # gone (expired, or a partition revoked): only forgotten here
             if isinstance(conv, Conversation):
-                raw = right_sized(orjson.dumps(conversation_codec.encode(conv)))
-                store[key] = Quiet(raw, conv.shop, *conv.activity())
+                store[key] = _quiet(conversation_codec.encode(conv), conv.shop,
+                                    *conv.activity())
                 done += 1
             looked += 1
             if not looked % 16 and time.perf_counter() > deadline:
@@ -150,8 +155,7 @@ class ConversationTable(MutableMapping[str, Conversation]):
             elif isinstance(value, Quiet):
                 if now_ms >= expires_at(value.seen_ms, value.orders_last_ms,
                                         rules_for(value.shop)):
-                    out.append((key, self[key]))  # decoded: live now, so expiry or
-                    self.mark_written([key], now_ms)  # a later compaction deals with it
+                    out.append((key, self[key]))  # decoded, and known to `compact` again
             elif value is not None and not outbox.is_marker(key):
                 record = stored(value)  # restored: its times read without decoding it
                 seen, orders_last = conversation_codec.activity(record)
@@ -160,8 +164,7 @@ class ConversationTable(MutableMapping[str, Conversation]):
                 if last <= quiet_before_ms and now_ms < expires_at(seen, orders_last,
                                                                    rules_for(shop)):
                     record.pop(outbox.FIELD, None)  # re-sent at recovery; ~40 % of a record
-                    store[key] = Quiet(right_sized(orjson.dumps(record)), shop, seen,
-                                       orders_last)
+                    store[key] = _quiet(record, shop, seen, orders_last)
                 else:
                     conv = self._decode(record)
                     self[key] = conv
